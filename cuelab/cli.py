@@ -1,0 +1,99 @@
+"""The `cuelab` command: one sub-command per stage, plus `run CONFIG` and `demo`.
+
+Each command is a thin wrapper: it parses options, then calls the stage's own module, imported lazily so
+that `cuelab --help` stays fast and a stage's heavy dependencies load only when that stage runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from cuelab.errors import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Do visual cues help a video VLM look at the right thing? Data -> cues -> train -> eval.")
+console = Console(stderr=True)
+
+
+def _fail(e: Exception) -> None:
+    console.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(code=2)
+
+
+def _csv(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError as e:
+        raise typer.BadParameter("--shard must look like i/n, e.g. 0/4") from e
+    if not (n >= 1 and 0 <= i < n):
+        raise typer.BadParameter("--shard i/n needs 0 <= i < n")
+    return i, n
+
+
+# --- data ----------------------------------------------------------------------------------------------------
+
+@app.command()
+def synth(out: Path = typer.Option(..., help="output folder"),
+          videos: int = typer.Option(200, help="number of videos"),
+          seed: int = typer.Option(0),
+          width: int = typer.Option(160), height: int = typer.Option(120),
+          fps: float = typer.Option(12.0),
+          gaps: float = typer.Option(0.0, help="fraction of annotated frames left out, as in the real data"),
+          min_objects: int = typer.Option(2), max_objects: int = typer.Option(4),
+          single_object_fraction: float = typer.Option(0.0, help="share of one-object scenes"),
+          workers: int = typer.Option(1, help="processes writing videos")):
+    """Write the embedded synthetic dataset in the real formats (labels.json, annotations.json, videos/)."""
+    from cuelab.config import SyntheticConfig
+    from cuelab.data.synthetic import generate
+
+    cfg = SyntheticConfig(videos=videos, seed=seed, width=width, height=height, fps=fps, gaps=gaps,
+                          min_objects=min_objects, max_objects=max_objects,
+                          single_object_fraction=single_object_fraction)
+    try:
+        summary = generate(cfg, out, workers=workers)
+    except DataError as e:
+        _fail(e)
+    console.print(f"wrote {summary['videos']} videos, {summary['templates']} templates, "
+                  f"{summary['object_names']} object names to {out}")
+
+
+@app.command()
+def inspect(labels: Optional[Path] = typer.Option(None), annotations: Optional[Path] = typer.Option(None),
+            videos: Optional[Path] = typer.Option(None, help="videos folder (to compare frame counts)")):
+    """Load labels / annotations / videos through the readers and report what they hold."""
+    from cuelab.data.inspect import inspect_dataset
+
+    try:
+        report = inspect_dataset(labels, annotations, videos)
+    except DataError as e:
+        _fail(e)
+    import json
+
+    typer.echo(json.dumps(report, indent=1))
+
+
+# --- questions -----------------------------------------------------------------------------------------------
+
+# --- cues and rendering --------------------------------------------------------------------------------------
+
+# --- model and training --------------------------------------------------------------------------------------
+
+# --- evaluation ----------------------------------------------------------------------------------------------
+
+# --- attention -----------------------------------------------------------------------------------------------
+
+# --- pipeline and report -------------------------------------------------------------------------------------
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,250 @@
+"""Decode and encode videos with PyAV, and the ONE frame-sampling function every stage uses.
+
+Accepted inputs: `<id>.webm` (SSv2, VP9), `<id>.mp4`, or a folder of JPEG frames `<id>/0001.jpg` (12 fps).
+Encoding is libx264 (crf 18 by default), yuv420p, even width and height, the source fps kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from cuelab.errors import DataError
+from cuelab.fsutil import check_video_id, safe_join
+
+VIDEO_EXTS = (".webm", ".mp4", ".mkv", ".avi", ".mov")
+FRAME_FOLDER_FPS = 12.0  # Something-Else frames are extracted at 12 fps
+_FRAME_RE = re.compile(r"^(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
+
+
+class VideoError(DataError):
+    """A video that cannot be read or written; names the file and video id."""
+
+
+@dataclass
+class Video:
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    fps: float
+    path: str = ""
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.frames.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.frames.shape[2])
+
+
+def find_video(videos_dir: str | Path, video_id: str) -> Path:
+    """The file or frame folder of `video_id` inside `videos_dir` (never outside it)."""
+    vid = check_video_id(video_id)
+    for ext in VIDEO_EXTS:
+        p = safe_join(videos_dir, vid + ext, video_id=vid)
+        if p.is_file():
+            return p
+    p = safe_join(videos_dir, vid, video_id=vid)
+    if p.is_dir():
+        return p
+    raise VideoError(f"no video <id>.webm/.mp4 or frame folder <id>/ in {videos_dir}", file=str(videos_dir),
+                     video_id=vid)
+
+
+def _read_frame_folder(path: Path, video_id: str | None) -> Video:
+    files = sorted((f for f in path.iterdir() if _FRAME_RE.match(f.name)), key=lambda f: int(f.name.split(".")[0]))
+    if not files:
+        raise VideoError("frame folder holds no NNNN.jpg frames", file=str(path), video_id=video_id)
+    frames = []
+    for f in files:
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if img is None:
+            raise VideoError(f"cannot decode frame {f.name}", file=str(f), video_id=video_id)
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    shapes = {fr.shape for fr in frames}
+    if len(shapes) != 1:
+        raise VideoError(f"frames differ in size: {sorted(shapes)}", file=str(path), video_id=video_id)
+    return Video(np.stack(frames), FRAME_FOLDER_FPS, str(path))
+
+
+def read_video(path: str | Path, video_id: str | None = None) -> Video:
+    """Decode every frame (RGB uint8). A corrupt or truncated file raises VideoError, never a crash."""
+    path = Path(path)
+    if video_id is None:
+        video_id = path.stem if path.is_file() else path.name
+    if path.is_dir():
+        return _read_frame_folder(path, video_id)
+    if not path.is_file():
+        raise VideoError("video file not found", file=str(path), video_id=video_id)
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError("file holds no video stream", file=str(path), video_id=video_id)
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            fps = float(rate) if rate else FRAME_FOLDER_FPS
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+    except VideoError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as e:
+        raise VideoError(f"cannot decode video ({type(e).__name__}: {e}); the file may be corrupt or truncated",
+                         file=str(path), video_id=video_id) from e
+    if not frames:
+        raise VideoError("no frame could be decoded; the file may be corrupt or truncated", file=str(path),
+                         video_id=video_id)
+    return Video(np.stack(frames), fps, str(path))
+
+
+def even_frames(frames: np.ndarray) -> np.ndarray:
+    """Pad to even width and height by repeating the last row/column (libx264 with yuv420p needs it)."""
+    _, h, w, _ = frames.shape
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    return frames
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float, crf: int = 18, preset: str = "veryfast",
+                threads: int = 1) -> None:
+    """Encode RGB frames to an H.264 MP4, atomically (temp file + rename). One encoder thread by default:
+    output is then bit-identical for the same frames, and parallelism comes from the process pool."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = even_frames(np.ascontiguousarray(frames, dtype=np.uint8))
+    _, h, w, _ = frames.shape
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    os.close(fd)
+    try:
+        with av.open(tmp, "w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
+            stream.codec_context.thread_count = threads
+            for fr in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(fr, format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one frame-sampling function: which frames a model sees, at which size, with their metadata.
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How frames are chosen and sized. Mirrors config.FramesConfig (kept here so video/ has no config import)."""
+
+    fps: float = 2.0
+    min_frames: int = 4
+    max_frames: int = 32
+    total_pixels: int | None = 1_304_576  # pixel budget over all sampled frames (None: per-frame cap only)
+    max_pixels_per_frame: int = 256 * 416
+    min_pixels_per_frame: int = 32 * 32
+    factor: int = 32  # patch 16 x spatial merge 2
+    temporal_patch: int = 2
+
+
+@dataclass
+class SampledFrames:
+    """Frames a model sees (already resized: processors must not resize again) and how they were chosen."""
+
+    frames: np.ndarray  # (T, h, w, 3) uint8 RGB, T a multiple of temporal_patch
+    indices: list[int]  # source frame index of each sampled frame
+    source_fps: float
+    total_frames: int
+    width: int  # original size
+    height: int
+    resized_width: int
+    resized_height: int
+    video_id: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.total_frames / self.source_fps
+
+    @property
+    def sampled_fps(self) -> float:
+        """Effective frames per second of the sampled clip (what timestamps are computed from)."""
+        return self.n / self.duration if self.duration > 0 else self.source_fps
+
+    @property
+    def timestamps(self) -> list[float]:
+        return [i / self.source_fps for i in self.indices]
+
+    def scale(self) -> tuple[float, float]:
+        """(sx, sy): multiply original-frame pixel coordinates by these to get resized-frame coordinates."""
+        return self.resized_width / self.width, self.resized_height / self.height
+
+    def video_metadata(self):
+        """transformers' VideoMetadata for `do_sample_frames=False` (fps is the source fps, indices explicit)."""
+        from transformers.video_utils import VideoMetadata
+
+        return VideoMetadata(total_num_frames=self.total_frames, fps=self.source_fps, width=self.width,
+                             height=self.height, duration=self.duration, frames_indices=list(self.indices))
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen-VL's rule: sides rounded to multiples of `factor`, area kept within [min_pixels, max_pixels]."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def sample_indices(total_frames: int, source_fps: float, spec: FrameSpec) -> list[int]:
+    """Evenly spaced frame indices at spec.fps, clamped to [min_frames, max_frames], rounded to a multiple of
+    the temporal patch (the last index repeats when the video is shorter than min_frames)."""
+    duration = total_frames / source_fps
+    n = int(round(duration * spec.fps))
+    n = max(spec.min_frames, min(spec.max_frames, n))
+    n = max(spec.temporal_patch, (n // spec.temporal_patch) * spec.temporal_patch)
+    return [int(round(x)) for x in np.linspace(0, total_frames - 1, n)]
+
+
+def sample_frames(video: Video | str | Path, spec: FrameSpec, video_id: str = "") -> SampledFrames:
+    """THE frame-sampling function: training, both evaluation backends and attention all call this."""
+    if not isinstance(video, Video):
+        video = read_video(video, video_id or None)
+    idx = sample_indices(video.n_frames, video.fps, spec)
+    per_frame = spec.max_pixels_per_frame
+    if spec.total_pixels:
+        per_frame = min(per_frame, spec.total_pixels // len(idx))
+    per_frame = max(per_frame, spec.min_pixels_per_frame)
+    rh, rw = smart_resize(video.height, video.width, spec.factor, spec.min_pixels_per_frame, per_frame)
+    frames = video.frames[idx]
+    if (rh, rw) != (video.height, video.width):
+        frames = np.stack([cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA) for f in frames])
+    return SampledFrames(frames=np.ascontiguousarray(frames), indices=idx, source_fps=video.fps,
+                         total_frames=video.n_frames, width=video.width, height=video.height,
+                         resized_width=rw, resized_height=rh, video_id=video_id or Path(video.path).stem)
