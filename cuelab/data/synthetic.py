@@ -1,0 +1,348 @@
+"""The embedded synthetic dataset, written in the real formats through the same writers the readers read back:
+`labels.json` (SSv2 label entries), `annotations.json` (Something-Else boxes, with `object hand`) and
+`videos/<id>.mp4` (H.264, 12 fps by default, 2-4 s, 160x120 by default).
+
+Scenes hold 2-4 objects named colour x shape ("red cube", "blue ball"); one object (the acted-on one) moves
+with a hand, the others stay still or drift slightly, so "the object that moves" is not always the answer.
+Templates come in shape groups (same words around the verb), so verb questions have same-shape distractors:
+in-place verbs ("Spinning [something]"), and manner x path verbs ("Pulling [something] closer to [something]").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from cuelab.config import SyntheticConfig
+from cuelab.data.something_else import HAND, VideoTracks, save_annotations
+from cuelab.data.ssv2 import LabelEntry, save_labels
+from cuelab.fsutil import atomic_write_json
+from cuelab.video.io import write_video
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 205, 30),
+    "purple": (140, 60, 190), "orange": (245, 130, 20),
+}
+SHAPES = ["cube", "ball", "triangle", "ring"]
+OBJECT_NAMES = [f"{c} {s}" for c in COLORS for s in SHAPES]
+SKIN = (225, 180, 150)
+
+IN_PLACE = ["lifting", "dropping", "spinning", "shaking", "poking", "squeezing"]
+MANNERS = ["pushing", "pulling", "rolling", "moving"]
+PATHS = {"left_right": "from left to right", "right_left": "from right to left",
+         "closer": "closer to [something]", "away": "away from [something]"}
+SINGLES = {"put_on": "Putting [something] on [something]", "drop_into": "Dropping [something] into [something]",
+           "cover": "Covering [something] with [something]", "turn": "Turning [something] upside down"}
+
+
+@dataclass(frozen=True)
+class Template:
+    key: str
+    text: str
+    verb: str  # in-place verb or manner
+    path: str  # "in_place" | a PATHS key | a SINGLES key
+
+    @property
+    def slots(self) -> int:
+        return self.text.count("[something]")
+
+
+def all_templates() -> list[Template]:
+    out = [Template(v, f"{v.capitalize()} [something]", v, "in_place") for v in IN_PLACE]
+    for m in MANNERS:
+        for p, words in PATHS.items():
+            out.append(Template(f"{m}_{p}", f"{m.capitalize()} [something] {words}", m, p))
+    out += [Template(k, t, t.split()[0].lower(), k) for k, t in SINGLES.items()]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Drawing
+# ---------------------------------------------------------------------------------------------------------------
+
+def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float, sx: float, sy: float) -> np.ndarray:
+    if shape == "cube":
+        base = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float32) * 0.85
+    elif shape == "triangle":
+        base = np.array([[0, -1.05], [1, 0.8], [-1, 0.8]], np.float32)
+    else:  # ball / ring: a polygonal circle so rotation and squash apply uniformly
+        a = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+        base = np.stack([np.cos(a), np.sin(a)], 1).astype(np.float32)
+    c, s = math.cos(angle), math.sin(angle)
+    rot = base @ np.array([[c, s], [-s, c]], np.float32)
+    return np.stack([cx + rot[:, 0] * r * sx, cy + rot[:, 1] * r * sy], 1)
+
+
+def _draw_object(img: np.ndarray, shape: str, color, cx, cy, r, angle, sx, sy, flip: bool) -> tuple:
+    pts = _shape_points(shape, cx, cy, r, angle + (math.pi if flip else 0.0), sx, sy)
+    ipts = np.round(pts * 16).astype(np.int32)  # 4 fractional bits: sub-pixel motion stays visible
+    dark = tuple(int(v * 0.55) for v in color)
+    if shape == "ring":
+        cv2.polylines(img, [ipts], True, color, max(2, int(r * 0.45)), cv2.LINE_AA, shift=4)
+    else:
+        cv2.fillPoly(img, [ipts], color, cv2.LINE_AA, shift=4)
+        cv2.polylines(img, [ipts], True, dark, 1, cv2.LINE_AA, shift=4)
+    # a stripe through the centre makes rotation and flips visible
+    c, s = math.cos(angle + (math.pi if flip else 0)), math.sin(angle + (math.pi if flip else 0))
+    p1 = (cx - c * r * 0.6 * sx, cy - s * r * 0.6 * sy)
+    p2 = (cx + c * r * 0.1 * sx, cy + s * r * 0.1 * sy)
+    cv2.line(img, tuple(int(v * 16) for v in p1), tuple(int(v * 16) for v in p2), dark, 2, cv2.LINE_AA, shift=4)
+    x1, y1 = pts.min(0)
+    x2, y2 = pts.max(0)
+    return float(x1), float(y1), float(x2), float(y2)
+
+
+def _draw_hand(img: np.ndarray, cx: float, cy: float, r: float) -> tuple:
+    w, h = r * 1.1, r * 0.8
+    x1, y1, x2, y2 = cx - w, cy - h, cx + w, cy + h
+    cv2.rectangle(img, (int(x1 * 16), int(y1 * 16)), (int(x2 * 16), int(y2 * 16)), SKIN, -1, cv2.LINE_AA, shift=4)
+    for k in range(3):  # fingers
+        fx = x1 + (k + 0.5) * (x2 - x1) / 3
+        cv2.line(img, (int(fx * 16), int(y1 * 16)), (int(fx * 16), int((y1 - r * 0.5) * 16)), SKIN,
+                 max(1, int(r * 0.3)), cv2.LINE_AA, shift=4)
+    return float(x1), float(y1 - r * 0.5), float(x2), float(y2)
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
+    base = rng.integers(150, 200, size=3)
+    yy = np.linspace(0, 1, h)[:, None, None]
+    img = base[None, None, :] * (0.9 + 0.15 * yy) + rng.normal(0, 4, size=(h, w, 1))
+    # a table edge line, for a sense of place
+    img[int(h * 0.18):int(h * 0.18) + 1] *= 0.8
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scenes and motions
+# ---------------------------------------------------------------------------------------------------------------
+
+def _ease(p: float) -> float:
+    return 0.5 - 0.5 * math.cos(math.pi * min(max(p, 0.0), 1.0))
+
+
+@dataclass
+class SceneObject:
+    name: str
+    shape: str
+    color: tuple
+    x: float
+    y: float
+    r: float
+
+
+def _state(tpl: Template, p: float, a: SceneObject, b: SceneObject | None, w: int, h: int, start, end):
+    """Pose of the acted-on object at progress p: (cx, cy, angle, sx, sy, flip, hand (dx, dy) or None)."""
+    q = _ease(p)
+    cx, cy = start[0] + (end[0] - start[0]) * q, start[1] + (end[1] - start[1]) * q
+    angle, sx, sy, flip, hand = 0.0, 1.0, 1.0, False, (0.0, -1.6)
+    moving = 0.0 < p < 1.0
+    v = tpl.verb
+    if tpl.path == "in_place":
+        if v == "lifting":
+            hand = (0.0, -1.6)
+        elif v == "dropping":
+            q2 = min(max(p, 0), 1) ** 2  # falls, accelerating, from where the hand held it
+            cx, cy = start[0], start[1] + (end[1] - start[1]) * q2
+            hand = (0.0, -1.6) if p <= 0.05 else None
+        elif v == "spinning":
+            angle = 2.0 * math.pi * q * 1.5
+            hand = (0.0, -1.6) if p < 0.15 else None
+        elif v == "shaking":
+            cx = start[0] + math.sin(p * 6 * math.pi) * a.r * 0.9 * (1.0 if moving else 0.0)
+        elif v == "poking":
+            hand = (-1.6 - 1.2 * math.cos(math.pi * 2 * min(p, 1.0)) * (1.0 if moving else 0.0), 0.0)
+            cx = start[0] + a.r * 0.4 * _ease(max(0.0, (p - 0.5) * 2))
+        elif v == "squeezing":
+            s = 1.0 - 0.45 * math.sin(math.pi * min(max(p, 0.0), 1.0))
+            sy, sx = s, 1.0 + (1.0 - s) * 0.5
+            hand = (0.0, -0.6 - 1.0 * s)
+    else:
+        dx, dy = end[0] - start[0], end[1] - start[1]
+        n = math.hypot(dx, dy) or 1.0
+        ux, uy = dx / n, dy / n
+        if v == "pushing":
+            hand = (-ux * 1.7, -uy * 1.7)
+        elif v == "pulling":
+            hand = (ux * 1.7, uy * 1.7)
+        elif v == "rolling":
+            angle = (n * q) / max(a.r, 1.0) * (1 if ux >= 0 else -1)
+            hand = (-ux * 1.7, -uy * 1.7) if p < 0.2 else None
+        elif v == "moving":
+            cy -= a.r * 0.5 * math.sin(math.pi * min(max(p, 0), 1))  # carried: lifted off the table
+            hand = (0.0, -1.6)
+        elif v == "putting":
+            cy -= a.r * 0.8 * math.sin(math.pi * min(max(p, 0), 1))
+        elif v == "turning":
+            flip = q > 0.5
+            sy = abs(math.cos(math.pi * q)) * 0.9 + 0.1
+    if tpl.path == "drop_into":
+        hand = (0.0, -1.6) if p < 0.1 else None
+        sx = sy = 1.0 - 0.5 * q
+    return cx, cy, angle, sx, sy, flip, hand
+
+
+def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random.Generator):
+    """Start and end points of the acted-on object; may move the other objects to make room."""
+    a = objs[0] if tpl.path != "cover" else objs[1]
+    b = objs[1] if tpl.path != "cover" else objs[0]
+    if tpl.path == "in_place":
+        if tpl.verb == "lifting":
+            a.y = h * rng.uniform(0.62, 0.75)
+            return (a.x, a.y), (a.x, a.y - h * 0.38)
+        if tpl.verb == "dropping":
+            a.y = h * rng.uniform(0.28, 0.36)
+            return (a.x, a.y), (a.x, a.y + h * 0.4)
+        return (a.x, a.y), (a.x, a.y)
+    if tpl.path in ("left_right", "right_left"):
+        x0, x1 = w * rng.uniform(0.14, 0.26), w * rng.uniform(0.74, 0.86)
+        if tpl.path == "right_left":
+            x0, x1 = x1, x0
+        return (x0, a.y), (x1, a.y)
+    gap = a.r + b.r + 2
+    if tpl.path in ("closer", "away", "put_on", "drop_into", "cover"):
+        b.x, b.y = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.55, 0.7)
+    side = 1 if rng.random() < 0.5 else -1
+    far = (b.x + side * w * 0.36, b.y + rng.uniform(-0.1, 0.1) * h)
+    near = (b.x + side * (gap + 1), b.y)
+    if tpl.path == "closer":
+        return far, near
+    if tpl.path == "away":
+        return near, far
+    if tpl.path == "put_on":
+        return far, (b.x, b.y - b.r - a.r * 0.8)
+    if tpl.path == "drop_into":
+        return (b.x, b.y - h * 0.42), (b.x, b.y)
+    if tpl.path == "cover":
+        return far, (b.x, b.y - 1)
+    if tpl.path == "turn":
+        return (a.x, a.y), (a.x, a.y)
+    raise ValueError(tpl.path)
+
+
+def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> tuple[LabelEntry, VideoTracks, np.ndarray, set[int]]:
+    """One video: label entry, exact tracks, frames (T, H, W, 3) and the annotation gaps. Pure in (index, cfg)."""
+    rng = np.random.default_rng([cfg.seed, index])
+    w, h = cfg.width, cfg.height
+    tpl = templates[int(rng.integers(len(templates)))]
+    min_obj = max(cfg.min_objects, tpl.slots)
+    n_obj = int(rng.integers(min_obj, max(min_obj, cfg.max_objects) + 1))
+    if tpl.slots == 1 and rng.random() < cfg.single_object_fraction:
+        n_obj = 1
+    names = [OBJECT_NAMES[i] for i in rng.choice(len(OBJECT_NAMES), size=n_obj, replace=False)]
+    r = min(w, h) * 0.085
+    objs = []
+    for name in names:
+        color, shape = name.split(" ")
+        objs.append(SceneObject(name, shape, COLORS[color], 0.0, 0.0, r * rng.uniform(0.9, 1.15)))
+    # place: acted-on object first (centre-ish), the others in free spots
+    objs[0].x, objs[0].y = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.5, 0.72)
+    start, end = _plan(tpl, objs, w, h, rng)
+    actor = objs[1] if tpl.path == "cover" else objs[0]
+    partner = objs[0] if tpl.path == "cover" else (objs[1] if len(objs) > 1 else None)
+    fixed = [o for o in objs if o is not actor and (tpl.slots == 1 or o is not partner)]
+    path_pts = [start, end, ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)]
+    taken = path_pts + ([(partner.x, partner.y)] if partner is not None and tpl.slots == 2 else [])
+    for o in fixed:
+        for _ in range(200):
+            o.x, o.y = w * rng.uniform(0.1, 0.9), h * rng.uniform(0.32, 0.88)
+            if all(math.hypot(o.x - px, o.y - py) > 2.6 * r for px, py in taken):
+                break
+        taken.append((o.x, o.y))
+    drift = {id(o): (rng.uniform(-1, 1) * r * 0.4, rng.uniform(-1, 1) * r * 0.2) if rng.random() < 0.5 else (0, 0)
+             for o in fixed}
+
+    n_frames = int(round(cfg.fps * rng.uniform(cfg.min_seconds, cfg.max_seconds)))
+    t0, t1 = int(n_frames * rng.uniform(0.08, 0.2)), int(n_frames * rng.uniform(0.8, 0.92))
+    bg = _background(rng, w, h)
+    slot_of = {id(o): str(k) for k, o in enumerate(objs)}
+    tracks: dict[str, dict[int, tuple]] = {str(k): {} for k in range(len(objs))}
+    tracks[HAND] = {}
+    frames = np.empty((n_frames, h, w, 3), np.uint8)
+    for t in range(n_frames):
+        p = (t - t0) / max(1, t1 - t0)
+        img = bg.copy()
+        cx, cy, angle, sx, sy, flip, hand = _state(tpl, p, actor, partner, w, h, start, end)
+        under, over = [], []
+        for o in objs:
+            if o is actor:
+                continue
+            dxo, dyo = drift.get(id(o), (0, 0))
+            q = _ease(p)
+            pose = (o.x + dxo * q, o.y + dyo * q, 0.0, 1.0, 1.0, False)
+            (over if tpl.path == "drop_into" and o is partner and p > 0.6 else under).append((o, pose))
+        if tpl.path == "cover":
+            sx = sy = 1.0 + 0.35 * _ease(p)
+        for o, pose in under:
+            tracks[slot_of[id(o)]][t] = _draw_object(img, o.shape, o.color, pose[0], pose[1], o.r, *pose[2:])
+        tracks[slot_of[id(actor)]][t] = _draw_object(img, actor.shape, actor.color, cx, cy, actor.r, angle, sx, sy,
+                                                     flip)
+        for o, pose in over:
+            tracks[slot_of[id(o)]][t] = _draw_object(img, o.shape, o.color, pose[0], pose[1], o.r, *pose[2:])
+        if hand is not None:
+            tracks[HAND][t] = _draw_hand(img, cx + hand[0] * actor.r, cy + hand[1] * actor.r, actor.r * 0.8)
+        frames[t] = img
+    tracks = {k: v for k, v in tracks.items() if v}
+    vid = str(100000 + index)
+    slot_names = [o.name for o in objs]
+    placeholders = slot_names[:tpl.slots]
+    label = tpl.text
+    for ph in placeholders:
+        label = label.replace("[something]", ph, 1)
+    entry = LabelEntry(id=vid, label=label.lower(), template=tpl.text, placeholders=placeholders)
+    vt = VideoTracks(vid, tracks, {**{str(k): n for k, n in enumerate(slot_names)}, HAND: HAND},
+                     placeholders, n_entries=n_frames)
+    vt = vt.clipped_to(w, h)
+    gaps: set[int] = set()
+    if cfg.gaps > 0:
+        gaps = {t for t in range(1, n_frames) if rng.random() < cfg.gaps}
+    return entry, vt, frames, gaps
+
+
+def _write_one(args) -> tuple[LabelEntry, VideoTracks, set[int]]:
+    index, cfg, templates, videos_dir = args
+    entry, tracks, frames, gaps = make_scene(index, cfg, templates)
+    write_video(Path(videos_dir) / f"{entry.id}.mp4", frames, cfg.fps)
+    return entry, tracks, gaps
+
+
+def select_templates(cfg: SyntheticConfig) -> list[Template]:
+    templates = all_templates()
+    if cfg.templates:
+        wanted = set(cfg.templates)
+        templates = [t for t in templates if t.key in wanted or t.text in wanted]
+        if not templates:
+            raise ValueError(f"no synthetic template matches {sorted(wanted)}; known: {[t.key for t in all_templates()]}")
+    return templates
+
+
+def generate(cfg: SyntheticConfig, out: str | Path, workers: int = 1) -> dict:
+    """Write labels.json, annotations.json and videos/ under `out`. Same cfg -> same bytes. Resumable:
+    videos already written are kept (they are a pure function of the index and cfg)."""
+    out = Path(out)
+    videos_dir = out / "videos"
+    videos_dir.mkdir(parents=True, exist_ok=True)
+    templates = select_templates(cfg)
+    start = time.time()
+    jobs = [(i, cfg, templates, videos_dir) for i in range(cfg.videos)]
+    results = []
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(tqdm(pool.map(_write_one, jobs, chunksize=4), total=len(jobs), desc="synth", unit="video"))
+    else:
+        results = [_write_one(j) for j in tqdm(jobs, desc="synth", unit="video")]
+    entries = [r[0] for r in results]
+    save_labels(out / "labels.json", entries)
+    save_annotations(out / "annotations.json", {r[1].video_id: r[1] for r in results},
+                     gaps={r[1].video_id: r[2] for r in results})
+    summary = {"videos": len(entries), "templates": len({e.template for e in entries}),
+               "object_names": len({n for r in results for k, n in r[1].categories.items() if k != HAND}),
+               "seconds": round(time.time() - start, 2), "config": cfg.model_dump()}
+    atomic_write_json(out / "synth_summary.json", {k: v for k, v in summary.items() if k != "seconds"})
+    return summary
