@@ -94,6 +94,48 @@ def inspect(labels: Optional[Path] = typer.Option(None), annotations: Optional[P
 
 # --- pipeline and report -------------------------------------------------------------------------------------
 
+@app.command()
+def run(config: Path = typer.Argument(..., help="experiment YAML"),
+        stages: Optional[str] = typer.Option(None, help="comma-separated stages to run (default: all)"),
+        set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set train.lr=2e-4"),
+        check_only: bool = typer.Option(False, "--check", help="validate the config, name missing inputs, exit"),
+        force: bool = typer.Option(False, help="redo stages even when their outputs exist")):
+    """Run the pipeline from a config: each stage is skipped when its outputs exist for the same config."""
+    from cuelab.config import load_config
+    from cuelab.pipeline import check, run_pipeline
+
+    try:
+        cfg = load_config(config, set_)
+    except DataError as e:
+        _fail(e)
+    if check_only:
+        missing = check(cfg)
+        for m in missing:
+            console.print(f"[red]missing[/red] {m}")
+        if missing:
+            raise typer.Exit(code=1)
+        console.print(f"{config}: valid, every input present")
+        return
+    try:
+        run_pipeline(cfg, _csv(stages), force=force)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        _fail(e)
+
+
+@app.command()
+def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test suite runs"),
+         out: Optional[Path] = typer.Option(None, help="run folder (default: the config's output_dir)"),
+         set_: list[str] = typer.Option([], "--set", help="override a config field")):
+    """The embedded default: synthetic data and a tiny Qwen3-VL, end to end on a CPU (configs/demo.yaml)."""
+    from cuelab.config import load_config
+    from cuelab.pipeline import run_pipeline
+
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / ("demo-quick.yaml" if quick else "demo.yaml")
+    overrides = list(set_) + ([f"output_dir={out}"] if out else [])
+    cfg = load_config(cfg_path, overrides)
+    run_pipeline(cfg)
+    console.print(f"[green]demo finished[/green]: {cfg.output_dir}")
+
 
 if __name__ == "__main__":
     app()

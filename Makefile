@@ -1,0 +1,30 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Both create .venv/ at the project root when it is missing and install cuelab into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARCH := $(shell uname -m)
+ifeq ($(ARCH),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: venv demo demo-quick test
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/cuelab demo
+
+demo-quick: venv
+	$(VENV)/bin/cuelab demo --quick
+
+test: venv
+	$(VENV)/bin/python -m pytest -q
