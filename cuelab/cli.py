@@ -84,6 +84,55 @@ def inspect(labels: Optional[Path] = typer.Option(None), annotations: Optional[P
 
 # --- questions -----------------------------------------------------------------------------------------------
 
+@app.command()
+def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, test.jsonl, manifest.json"),
+              labels: Optional[Path] = typer.Option(None, help="SSv2 labels JSON"),
+              annotations: Optional[Path] = typer.Option(None, help="Something-Else annotations JSON"),
+              videos: Optional[int] = typer.Option(None, help="videos to draw (default: all usable)"),
+              test_videos: Optional[int] = typer.Option(None, help="of those, videos for the test split"),
+              seed: Optional[int] = typer.Option(None),
+              kinds: Optional[str] = typer.Option(None, help="comma list of object,verb,referential"),
+              max_placeholder_chars: Optional[int] = typer.Option(None),
+              require_boxes: Optional[bool] = typer.Option(None, "--require-boxes/--no-require-boxes",
+                                                           help="with --annotations: only videos with boxes"),
+              single_verb_templates: Optional[bool] = typer.Option(None, "--single-verb-templates"),
+              verb_shape: Optional[str] = typer.Option(None, help="loosest verb-distractor shape: exact|frame|lead"),
+              from_first_study: Optional[Path] = typer.Option(None, help="convert the first study's "
+                                                              "qwen_format_test.json instead")):
+    """Multiple-choice questions (object, verb, cue-referential), split by video; or convert the first study's."""
+    from cuelab.config import QuestionsConfig
+    from cuelab.data.questions import build_questions, read_inputs, write_questions
+
+    try:
+        if from_first_study is not None:
+            from cuelab.data.first_study import convert_first_study
+
+            rows, manifest = convert_first_study(from_first_study)
+            manifest = write_questions(out, [], rows, manifest)
+            console.print(f"converted {len(rows)} questions to {out}/test.jsonl; flags {manifest['flags']}; "
+                          f"skipped {manifest['dropped']['records']} records")
+            return
+        if labels is None:
+            raise typer.BadParameter("--labels is needed (or --from-first-study)")
+        given = {"videos": videos, "test_videos": test_videos, "seed": seed, "kinds": _csv(kinds),
+                 "max_placeholder_chars": max_placeholder_chars, "require_boxes": require_boxes,
+                 "single_verb_templates": single_verb_templates, "verb_shape": verb_shape}
+        try:
+            cfg = QuestionsConfig(**{k: v for k, v in given.items() if v is not None})
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from e
+        entries, tracks, inputs = read_inputs(labels, annotations)
+        train, test, manifest = build_questions(entries, tracks, cfg)
+        manifest = write_questions(out, train, test, {**manifest, "inputs": inputs})
+    except DataError as e:
+        _fail(e)
+    s = manifest["sanity"]
+    console.print(f"wrote {len(train)} train / {len(test)} test questions to {out} "
+                  f"({manifest['videos']['train']} / {manifest['videos']['test']} videos); "
+                  f"per kind {manifest['per_kind']}; answer slots {manifest['answer_positions']['share']}; "
+                  f"sanity problems {sum(s.values())}")
+
+
 # --- cues and rendering --------------------------------------------------------------------------------------
 
 # --- model and training --------------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ class QuestionsConfig(Section):
     max_placeholder_chars: int = 40
     require_boxes: bool = True  # keep only videos with Something-Else boxes
     single_verb_templates: bool = False  # keep templates with exactly one verb slot (the first study's subset)
+    # loosest template-shape level a verb distractor may come from (see cuelab.data.questions.TemplateInfo)
+    verb_shape: Literal["exact", "frame", "lead"] = "lead"
 
 
 class RenderConfig(Section):
