@@ -1,0 +1,161 @@
+"""Video token <-> (t, h, w) cell <-> sampled frames and pixel rectangles, and cell coverage of boxes and masks.
+
+Qwen3-VL cuts the sampled (already resized) frames into 16 px patches, groups 2 frames in time (temporal patch)
+and merges 2 x 2 patches into one LLM token, so merged token k of a video covers frames [2t, 2t + 2) of the
+sampled clip and a 32 x 32 block of the resized frame. The processor and the vision merger both order tokens
+t-major, then row, then column; the k-th `<|video_pad|>` of the prompt receives token k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class VideoGrid:
+    t: int  # temporal cells (frame pairs)
+    h: int  # merged-token rows
+    w: int  # merged-token columns
+    patch: int = 16
+    merge: int = 2
+    temporal_patch: int = 2
+
+    @classmethod
+    def from_thw(cls, grid_thw, patch: int = 16, merge: int = 2, temporal_patch: int = 2) -> "VideoGrid":
+        """From one row of the processor's `video_grid_thw` (T, H, W) in patches."""
+        t, h, w = (int(x) for x in np.asarray(grid_thw).reshape(-1)[:3])
+        if h % merge or w % merge:
+            raise ValueError(f"grid {t}x{h}x{w} is not divisible by the merge size {merge}")
+        return cls(t, h // merge, w // merge, patch, merge, temporal_patch)
+
+    @property
+    def cell_px(self) -> int:
+        """Side of one token's block in resized-frame pixels (32)."""
+        return self.patch * self.merge
+
+    @property
+    def n_tokens(self) -> int:
+        return self.t * self.h * self.w
+
+    def cell(self, k: int) -> tuple[int, int, int]:
+        if not 0 <= k < self.n_tokens:
+            raise IndexError(f"video token {k} outside 0..{self.n_tokens - 1}")
+        per_frame = self.h * self.w
+        return k // per_frame, (k % per_frame) // self.w, k % self.w
+
+    def token(self, t: int, i: int, j: int) -> int:
+        if not (0 <= t < self.t and 0 <= i < self.h and 0 <= j < self.w):
+            raise IndexError(f"cell {(t, i, j)} outside grid {self.t}x{self.h}x{self.w}")
+        return (t * self.h + i) * self.w + j
+
+    def frames_of(self, t: int) -> list[int]:
+        """Positions in the sampled clip (SampledFrames.frames) that temporal cell t covers."""
+        return list(range(t * self.temporal_patch, (t + 1) * self.temporal_patch))
+
+    def resized_rect(self, i: int, j: int) -> tuple[int, int, int, int]:
+        """(x1, y1, x2, y2) of cell (i, j) in resized-frame pixels (x2, y2 exclusive)."""
+        c = self.cell_px
+        return j * c, i * c, (j + 1) * c, (i + 1) * c
+
+    def to_map(self, values: np.ndarray) -> np.ndarray:
+        """(..., n_tokens) -> (..., t, h, w)."""
+        values = np.asarray(values)
+        return values.reshape(*values.shape[:-1], self.t, self.h, self.w)
+
+
+def source_frames(grid: VideoGrid, frames, t: int) -> list[int]:
+    """Source (original video) frame indices of temporal cell t; `frames` is a SampledFrames."""
+    return [frames.indices[p] for p in grid.frames_of(t)]
+
+
+def original_rect(grid: VideoGrid, frames, i: int, j: int) -> tuple[float, float, float, float]:
+    """Cell (i, j) as a rectangle of the ORIGINAL frame (x2, y2 exclusive), undoing the sampling resize."""
+    sx, sy = frames.scale()
+    x1, y1, x2, y2 = grid.resized_rect(i, j)
+    return x1 / sx, y1 / sy, x2 / sx, y2 / sy
+
+
+def check_grid(grid: VideoGrid, frames) -> None:
+    """The grid must match the sampled frames, or every mapping below is wrong."""
+    want = (frames.n // grid.temporal_patch, frames.resized_height // grid.cell_px, frames.resized_width // grid.cell_px)
+    if (grid.t, grid.h, grid.w) != want:
+        raise ValueError(f"video grid {(grid.t, grid.h, grid.w)} does not match the sampled frames {want}")
+
+
+def video_token_positions(input_ids, video_token_id: int) -> np.ndarray:
+    """Sequence positions of the video tokens (batch of one), in token order."""
+    ids = np.asarray(input_ids.cpu() if hasattr(input_ids, "cpu") else input_ids).reshape(-1)
+    return np.flatnonzero(ids == video_token_id)
+
+
+def _overlap(lo: float, hi: float, size: int, n: int) -> np.ndarray:
+    """Fraction of each of n cells of `size` px covered by the interval [lo, hi)."""
+    edges = np.arange(n + 1, dtype=np.float64) * size
+    return np.clip(np.minimum(hi, edges[1:]) - np.maximum(lo, edges[:-1]), 0, size) / size
+
+
+def box_cell_coverage(grid: VideoGrid, box) -> np.ndarray:
+    """(h, w): the fraction of each cell's area inside `box` (x1, y1, x2, y2 in resized-frame pixels)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return np.outer(_overlap(y1, y2, grid.cell_px, grid.h), _overlap(x1, x2, grid.cell_px, grid.w))
+
+
+def box_at(track: dict[int, tuple], frame: int, max_gap: int) -> tuple | None:
+    """The box of `track` at source frame `frame`: its own, else the nearest annotated one within max_gap frames
+    (annotations skip frames), else None."""
+    if frame in track:
+        return track[frame]
+    best = None
+    for f in track:
+        d = abs(f - frame)
+        if d <= max_gap and (best is None or d < best[0] or (d == best[0] and f < best[1])):
+            best = (d, f)
+    return track[best[1]] if best else None
+
+
+def resized_boxes(track: dict[int, tuple], frames, max_gap: int = 6) -> np.ndarray:
+    """(n_sampled, 4) boxes of one object in resized-frame pixels, clipped to the frame; NaN where unknown."""
+    sx, sy = frames.scale()
+    out = np.full((frames.n, 4), np.nan)
+    for p, f in enumerate(frames.indices):
+        b = box_at(track, f, max_gap)
+        if b is not None:
+            x1, y1, x2, y2 = b
+            out[p] = (np.clip(x1 * sx, 0, frames.resized_width), np.clip(y1 * sy, 0, frames.resized_height),
+                      np.clip(x2 * sx, 0, frames.resized_width), np.clip(y2 * sy, 0, frames.resized_height))
+    return out
+
+
+def boxes_coverage(grid: VideoGrid, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sampled-frame boxes (n_sampled, 4; NaN = unknown) -> (coverage (n_tokens,), valid (n_tokens,)).
+    A token's coverage is the mean over the frames of its pair that have a box; a temporal cell with no box
+    on either frame is not valid (left out of every measure)."""
+    cov = np.zeros((grid.t, grid.h, grid.w))
+    valid = np.zeros(grid.t, bool)
+    for t in range(grid.t):
+        maps = [box_cell_coverage(grid, boxes[p]) for p in grid.frames_of(t) if np.all(np.isfinite(boxes[p]))]
+        if maps:
+            cov[t] = np.mean(maps, axis=0)
+            valid[t] = True
+    return cov.reshape(-1), np.repeat(valid, grid.h * grid.w)
+
+
+def mask_coverage(grid: VideoGrid, masks: np.ndarray) -> np.ndarray:
+    """Pixel masks of the sampled frames (n_sampled, H, W) bool -> (n_tokens,) fraction of each token's pixels
+    (over both frames of its pair) that are set."""
+    n, hh, ww = masks.shape
+    c = grid.cell_px
+    if (n, hh, ww) != (grid.t * grid.temporal_patch, grid.h * c, grid.w * c):
+        raise ValueError(f"masks {masks.shape} do not match grid {grid}")
+    m = masks.reshape(grid.t, grid.temporal_patch, grid.h, c, grid.w, c).astype(np.float64)
+    return m.mean(axis=(1, 3, 5)).reshape(-1)
+
+
+def cue_pixels(cued: np.ndarray, plain: np.ndarray, threshold: int = 40) -> np.ndarray:
+    """(n, H, W) bool: the pixels the cue drew (any channel differs by more than `threshold` from the plain
+    frame; video coding noise stays well below it)."""
+    if cued.shape != plain.shape:
+        raise ValueError(f"cued frames {cued.shape} and plain frames {plain.shape} differ in shape")
+    return (np.abs(cued.astype(np.int16) - plain.astype(np.int16)) > threshold).any(axis=-1)
