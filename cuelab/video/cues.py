@@ -1,0 +1,419 @@
+"""The cue library: what is drawn on each frame of a cued video.
+
+Each cue is a small class in the manner of supervision's annotators: style in `__init__`, and one pure method
+`annotate(frame, t, tracks) -> frame` (a new RGB uint8 frame; the input is never modified, no state is kept
+between calls). `t` is the SOURCE frame index, matched against the frame index of the annotations (never a list
+position), so a box annotated on frame 10 is drawn on frame 10 only.
+
+Work that depends only on the video (clipping every box to the frame, line widths, where the controls put their
+decoy boxes) is done once by `layout(tracks, width, height)`, itself pure; `draw(frame, t, layout)` then does
+the per-frame drawing. `annotate` is exactly `draw(frame, t, layout(tracks, w, h))`; the renderer calls
+`layout` once per video for speed.
+
+Colours: one fixed, named colour per object slot (cuelab.video.palette), the same in every cue, so "the red box"
+means object 0 in every condition. The hand is skipped unless `include_hand=True`. An object with no box on
+frame t gets no box, circle or arrow on frame t; the trajectory shows the path of box centres so far (frames <= t).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from cuelab.data.something_else import HAND, VideoTracks
+from cuelab.errors import DataError
+from cuelab.video.palette import HAND_COLOR, slot_color
+
+Color = tuple[int, int, int]
+TARGET = "0"  # the questions' main target: the first placeholder is annotated as "object 0"
+
+
+@dataclass(frozen=True)
+class Mark:
+    """One object's boxes as drawn: integer pixel boxes (x1, y1, x2, y2) inside the frame, by frame index."""
+
+    object_id: str
+    color: Color
+    frames: np.ndarray  # (N,) int, sorted source frame indices that have a box
+    boxes: np.ndarray  # (N, 4) int32, clipped to the frame, x2/y2 the last pixel column/row inside the box
+    row: dict[int, int] = field(default_factory=dict)  # frame index -> row of `boxes`
+
+    @classmethod
+    def build(cls, object_id: str, color: Color, frame_boxes: dict[int, tuple], width: int, height: int) -> "Mark":
+        """Boxes in original-frame pixels (x2, y2 exclusive) -> drawable integer boxes; boxes wholly outside
+        the frame are dropped (nothing of the object is visible)."""
+        frames, boxes = [], []
+        for t in sorted(frame_boxes):
+            x1, y1, x2, y2 = (min(max(float(v), 0.0), lim) for v, lim in zip(frame_boxes[t], (width, height) * 2))
+            if x2 - x1 < 0.5 or y2 - y1 < 0.5:
+                continue
+            frames.append(t)
+            boxes.append((int(round(x1)), int(round(y1)), max(int(round(x2)) - 1, int(round(x1))),
+                          max(int(round(y2)) - 1, int(round(y1)))))
+        arr = np.array(boxes, np.int32).reshape(-1, 4)
+        return cls(object_id, color, np.array(frames, np.int64), arr, {t: i for i, t in enumerate(frames)})
+
+    def at(self, t: int) -> np.ndarray | None:
+        i = self.row.get(t)
+        return None if i is None else self.boxes[i]
+
+    def centres(self) -> np.ndarray:
+        """(N, 2) int32 box centres."""
+        return np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) // 2, (self.boxes[:, 1] + self.boxes[:, 3]) // 2], 1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything a cue needs for one video, computed once from (tracks, frame size)."""
+
+    width: int
+    height: int
+    thickness: int
+    marks: tuple[Mark, ...]
+    extra: dict = field(default_factory=dict)
+
+
+def object_color(object_id: str, order: int) -> Color:
+    """Slot colour of an object: '0' -> slot 0 (red), '1' -> slot 1 (blue), ...; the hand is white."""
+    if object_id == HAND:
+        return HAND_COLOR[1]
+    return slot_color(int(object_id) if object_id.isdigit() else order)
+
+
+class Cue:
+    """Base cue: `plain` (the frame unchanged, still re-encoded by the renderer like every condition)."""
+
+    name = "plain"
+
+    def __init__(self, *, include_hand: bool = False, thickness: int | None = None, thickness_per_px: float = 1 / 80):
+        """thickness: line width in pixels; None scales it with the frame (min(h, w) * thickness_per_px, at
+        least 2 so the colour survives yuv420p's half-resolution chroma)."""
+        self.include_hand = include_hand
+        self.thickness = thickness
+        self.thickness_per_px = thickness_per_px
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(include_hand={self.include_hand}, thickness={self.thickness})"
+
+    # -- video level ------------------------------------------------------------------------------------------
+    def line_width(self, width: int, height: int) -> int:
+        return self.thickness if self.thickness else max(2, int(round(min(width, height) * self.thickness_per_px)))
+
+    def marks(self, tracks: VideoTracks, width: int, height: int) -> list[Mark]:
+        """The boxes to draw: every annotated object (the hand only when include_hand), in its slot colour."""
+        objs = tracks.objects(self.include_hand)
+        return [Mark.build(o, object_color(o, k), tracks.tracks[o], width, height) for k, o in enumerate(objs)]
+
+    def layout(self, tracks: VideoTracks, width: int, height: int) -> Layout:
+        return Layout(width, height, self.line_width(width, height), tuple(self.marks(tracks, width, height)))
+
+    def output_size(self, width: int, height: int) -> tuple[int, int]:
+        return width, height
+
+    # -- frame level ------------------------------------------------------------------------------------------
+    def draw(self, frame: np.ndarray, t: int, layout: Layout) -> np.ndarray:
+        return frame.copy()
+
+    def annotate(self, frame: np.ndarray, t: int, tracks: VideoTracks) -> np.ndarray:
+        """frame (H, W, 3) uint8 RGB, t its source frame index -> a new cued frame."""
+        h, w = frame.shape[:2]
+        return self.draw(frame, t, self.layout(tracks, w, h))
+
+
+def _base_style(style: dict) -> dict:
+    """The style options every cue takes (a wrapper passes the rest on to its inner cue)."""
+    return {k: style[k] for k in ("include_hand", "thickness", "thickness_per_px") if k in style}
+
+
+class BoxCue(Cue):
+    name = "box"
+
+    def draw(self, frame, t, layout):
+        out = frame.copy()
+        draw_boxes(out, t, layout)
+        return out
+
+
+def draw_boxes(out: np.ndarray, t: int, layout: Layout) -> None:
+    for m in layout.marks:
+        b = m.at(t)
+        if b is not None:
+            cv2.rectangle(out, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), m.color, layout.thickness)
+
+
+def draw_paths(out: np.ndarray, t: int, layout: Layout) -> None:
+    """Box centres of frames <= t joined by a line; a dot marks the current centre when there is a box on t."""
+    for m in layout.marks:
+        k = int(np.searchsorted(m.frames, t, side="right"))
+        if k == 0:
+            continue
+        pts = layout.extra["centres"][m.object_id][:k]
+        if k > 1:
+            cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, m.color, max(1, layout.thickness // 2 + 1),
+                          cv2.LINE_AA)
+        if m.frames[k - 1] == t or k == 1:
+            cv2.circle(out, (int(pts[-1, 0]), int(pts[-1, 1])), layout.thickness + 1, m.color, -1, cv2.LINE_AA)
+
+
+class TrajectoryCue(Cue):
+    name = "trajectory"
+
+    def layout(self, tracks, width, height):
+        base = super().layout(tracks, width, height)
+        return _with_centres(base)
+
+    def draw(self, frame, t, layout):
+        out = frame.copy()
+        draw_paths(out, t, layout)
+        return out
+
+
+def _with_centres(layout: Layout) -> Layout:
+    extra = dict(layout.extra, centres={m.object_id: m.centres() for m in layout.marks})
+    return Layout(layout.width, layout.height, layout.thickness, layout.marks, extra)
+
+
+class BoxTrajectoryCue(TrajectoryCue):
+    name = "box_trajectory"
+
+    def draw(self, frame, t, layout):
+        out = frame.copy()
+        draw_paths(out, t, layout)
+        draw_boxes(out, t, layout)
+        return out
+
+
+class _RegionCue(Cue):
+    """Keeps the boxes' pixels as they are and changes the rest of the frame; a thin outline in the slot colour
+    keeps "the object in the red box" answerable under this cue too (outline=False leaves it out)."""
+
+    def __init__(self, *, outline: bool = True, **style):
+        super().__init__(**style)
+        self.outline = outline
+
+    def background(self, frame: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def draw(self, frame, t, layout):
+        boxes = [b for m in layout.marks if (b := m.at(t)) is not None]
+        if not boxes:
+            return frame.copy()  # no object on this frame: nothing to single out
+        out = self.background(frame)
+        for x1, y1, x2, y2 in boxes:
+            out[y1:y2 + 1, x1:x2 + 1] = frame[y1:y2 + 1, x1:x2 + 1]
+        if self.outline:
+            draw_boxes(out, t, layout)
+        return out
+
+
+class SpotlightCue(_RegionCue):
+    name = "spotlight"
+
+    def __init__(self, *, dim: float = 0.35, **style):
+        super().__init__(**style)
+        self.dim = dim
+
+    def background(self, frame):
+        return cv2.convertScaleAbs(frame, alpha=self.dim)
+
+
+class BlurOutsideCue(_RegionCue):
+    name = "blur_outside"
+
+    def __init__(self, *, sigma_per_px: float = 1 / 30, **style):
+        super().__init__(**style)
+        self.sigma_per_px = sigma_per_px
+
+    def background(self, frame):
+        h, w = frame.shape[:2]
+        sigma = max(2.0, min(h, w) * self.sigma_per_px)
+        return cv2.GaussianBlur(frame, (0, 0), sigma)
+
+
+class CircleCue(Cue):
+    """An ellipse through the box corners (a true circle around a long object would cover half the frame)."""
+
+    name = "circle"
+
+    def draw(self, frame, t, layout):
+        out = frame.copy()
+        for m in layout.marks:
+            b = m.at(t)
+            if b is None:
+                continue
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            ax = max(1, int(round((b[2] - b[0]) / 2 * np.sqrt(2))))
+            ay = max(1, int(round((b[3] - b[1]) / 2 * np.sqrt(2))))
+            cv2.ellipse(out, (int(round(cx)), int(round(cy))), (ax, ay), 0, 0, 360, m.color, layout.thickness,
+                        cv2.LINE_AA)
+        return out
+
+
+class ArrowCue(Cue):
+    """An arrow from above-left whose tip touches the top edge of the box (from below when there is no room
+    above), so it points at the object without covering it."""
+
+    name = "arrow"
+
+    def __init__(self, *, length_per_px: float = 0.25, **style):
+        super().__init__(**style)
+        self.length_per_px = length_per_px
+
+    def draw(self, frame, t, layout):
+        out = frame.copy()
+        length = max(8.0, min(layout.width, layout.height) * self.length_per_px)
+        for m in layout.marks:
+            b = m.at(t)
+            if b is None:
+                continue
+            cx = (b[0] + b[2]) // 2
+            if b[1] >= 0.5 * length:  # room above: come down onto the top edge
+                tip, start = (cx, int(b[1])), (cx - length * 0.5, b[1] - length)
+            else:
+                tip, start = (cx, int(b[3])), (cx - length * 0.5, b[3] + length)
+            start = (int(np.clip(start[0], 0, layout.width - 1)), int(np.clip(start[1], 0, layout.height - 1)))
+            seg = float(np.hypot(start[0] - tip[0], start[1] - tip[1]))
+            if seg < 1:
+                continue
+            cv2.arrowedLine(out, start, (int(tip[0]), int(tip[1])), m.color, layout.thickness, cv2.LINE_AA,
+                            tipLength=min(0.5, (3 * layout.thickness + 3) / seg))
+        return out
+
+
+class SideBySideCue(Cue):
+    """The clean frame on the left, the cued frame (inner cue, `box` by default) on the right: the cue hides no
+    pixel. The output is twice as wide."""
+
+    name = "side_by_side"
+
+    def __init__(self, *, inner: str = "box", **style):
+        super().__init__(**_base_style(style))
+        if inner == self.name:
+            raise DataError("side_by_side cannot hold itself", field="inner")
+        self.inner = get_cue(inner, **style)
+
+    def layout(self, tracks, width, height):
+        return self.inner.layout(tracks, width, height)
+
+    def output_size(self, width, height):
+        return 2 * width, height
+
+    def draw(self, frame, t, layout):
+        return np.concatenate([frame, self.inner.draw(frame, t, layout)], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Controls: the same drawing, on the wrong place.
+# ---------------------------------------------------------------------------------------------------------------
+
+def _overlap_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas of boxes a (..., 4) and b (..., 4), broadcast."""
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    return w * h
+
+
+def decoy_offset(own: dict[int, tuple], tracks: VideoTracks, width: int, height: int, gap: float) -> tuple[int, int]:
+    """One offset (dx, dy) for a whole video that moves an object's boxes off EVERY annotated object (hand
+    included) while keeping them in the frame as far as possible. Candidates are steps of one box size (plus a
+    gap) in 8 directions, then two and three steps; the one with the least overlap (area on objects counts
+    4x area outside the frame) wins, ties going to the earliest candidate, so the choice is deterministic."""
+    frames = sorted(own)
+    if not frames:
+        return 0, 0
+    boxes = np.array([own[t] for t in frames], np.float64)  # (N, 4)
+    sx = float(np.median(boxes[:, 2] - boxes[:, 0])) + gap
+    sy = float(np.median(boxes[:, 3] - boxes[:, 1])) + gap
+    others = [[tr[t] for tr in tracks.tracks.values() if t in tr] for t in frames]
+    m = max(len(o) for o in others)
+    occ = np.zeros((len(frames), m, 4))
+    for i, o in enumerate(others):
+        occ[i, :len(o)] = o
+    dirs = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)]
+    cands = [(k * dx * sx, k * dy * sy) for k in (1, 2, 3) for dx, dy in dirs]
+    frame_box = np.array([0, 0, width, height], np.float64)
+    best, best_score = (0, 0), np.inf
+    for dx, dy in cands:
+        moved = boxes + np.array([dx, dy, dx, dy])
+        on_objects = _overlap_area(moved[:, None, :], occ).sum()
+        area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+        outside = (area - _overlap_area(moved, frame_box)).sum()
+        score = 4 * on_objects + outside
+        if score < best_score - 1e-9:
+            best, best_score = (int(round(dx)), int(round(dy))), score
+    return best
+
+
+def _shift(boxes: dict[int, tuple], dx: int, dy: int) -> dict[int, tuple]:
+    return {t: (b[0] + dx, b[1] + dy, b[2] + dx, b[3] + dy) for t, b in boxes.items()}
+
+
+class _ControlCue(Cue):
+    """Draws the inner cue's marks (box by default) at other places; subclasses say where."""
+
+    def __init__(self, *, inner: str = "box", **style):
+        super().__init__(**_base_style(style))
+        if inner in CONTROLS or inner in ("plain", "side_by_side"):
+            raise DataError(f"control {self.name} needs a drawing cue inside, not {inner!r}", field="inner")
+        self.inner = get_cue(inner, **style)
+
+    def layout(self, tracks, width, height):
+        marks = tuple(self.control_marks(tracks, width, height))
+        lay = Layout(width, height, self.inner.line_width(width, height), marks)
+        return _with_centres(lay)
+
+    def draw(self, frame, t, layout):
+        return self.inner.draw(frame, t, layout)
+
+
+class WrongObjectCue(_ControlCue):
+    """The cue on objects the question is not about. The questions' target is object "0" (the first
+    placeholder): the other annotated objects get the cue, in slot colours re-dealt from slot 0 (so the
+    video has a red box, as a `box` video does, but never on the target). A video with one object gets a
+    same-size red box that follows the object's motion at a place with no object (see decoy_offset)."""
+
+    name = "wrong_object"
+
+    def control_marks(self, tracks, width, height):
+        others = [o for o in tracks.objects(self.include_hand) if o != TARGET]
+        if others:
+            return [Mark.build(o, object_color(str(k), k), tracks.tracks[o], width, height)
+                    for k, o in enumerate(others)]
+        if TARGET not in tracks.tracks:
+            return []
+        own = tracks.tracks[TARGET]
+        dx, dy = decoy_offset(own, tracks, width, height, gap=2 * self.line_width(width, height))
+        return [Mark.build(TARGET, object_color(TARGET, 0), _shift(own, dx, dy), width, height)]
+
+
+class ShiftedCue(_ControlCue):
+    """The cue of every object displaced by a fixed per-object, per-video offset that puts it off every
+    object (see decoy_offset); colours as in the ordinary cue."""
+
+    name = "shifted"
+
+    def control_marks(self, tracks, width, height):
+        gap = 2 * self.line_width(width, height)
+        out = []
+        for k, o in enumerate(tracks.objects(self.include_hand)):
+            dx, dy = decoy_offset(tracks.tracks[o], tracks, width, height, gap)
+            out.append(Mark.build(o, object_color(o, k), _shift(tracks.tracks[o], dx, dy), width, height))
+        return out
+
+
+CUES: dict[str, type[Cue]] = {c.name: c for c in (Cue, BoxCue, TrajectoryCue, BoxTrajectoryCue, SpotlightCue,
+                                                   BlurOutsideCue, CircleCue, ArrowCue, SideBySideCue,
+                                                   WrongObjectCue, ShiftedCue)}
+CONTROLS = ("wrong_object", "shifted")
+
+
+def get_cue(name: str, **style) -> Cue:
+    """A cue by registered name with its style options (include_hand, thickness, inner, ...)."""
+    if name not in CUES:
+        raise DataError(f"unknown cue {name!r}; known cues: {', '.join(CUES)}", field="cue")
+    try:
+        return CUES[name](**style)
+    except TypeError as e:
+        raise DataError(f"cue {name!r}: bad style option ({e})", field="cue") from e

@@ -1,0 +1,203 @@
+"""Render every condition of every video: `out_dir/<cue>/<video_id>.mp4`.
+
+One task per video: it is decoded once, then each missing cue is drawn and encoded (decoding is a large part
+of the cost, so sharing it beats one task per (video, cue)). Tasks run in a process pool; every output is
+written atomically by write_video (temp file + rename), so an output that exists is complete and a rerun skips
+it. A video that fails is logged to `out_dir/errors.jsonl` (video id, cue, reason) and the run goes on.
+`shard=(i, n)` renders every n-th video of the sorted id list, for job arrays.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import re
+import time
+import traceback
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cuelab.data.something_else import VideoTracks
+from cuelab.errors import DataError
+from cuelab.fsutil import append_jsonl, atomic_write_json, check_video_id
+from cuelab.video.cues import get_cue
+from cuelab.video.io import find_video, read_video, write_video
+
+PRESET = "veryfast"
+
+
+def output_path(out_dir: str | Path, cue: str, video_id: str) -> Path:
+    return Path(out_dir) / cue / f"{video_id}.mp4"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temp files a killed run left for this output (write_video names them .<id>.XXXXXXXX.mp4)."""
+    pat = re.compile(rf"^\.{re.escape(path.stem)}\.[A-Za-z0-9_]{{8}}\.mp4$")
+    if path.parent.is_dir():
+        for f in path.parent.iterdir():
+            if pat.match(f.name):
+                f.unlink(missing_ok=True)
+
+
+def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | None, cues: list[str],
+                 out_dir: str | Path, crf: int = 18, include_hand: bool = False, preset: str = PRESET) -> list[dict]:
+    """Decode one video once, write every cue in `cues`. Returns one record per cue:
+    {"cue", "status": "rendered" | "failed", "frames", "error"?}. Never raises for bad input."""
+    try:
+        video = read_video(video_path, video_id)
+    except DataError as e:
+        return [{"cue": c, "status": "failed", "frames": 0, "error": e.as_record()} for c in cues]
+    out = []
+    for name in cues:
+        try:
+            if tracks is None and name != "plain":
+                raise DataError("no box annotations for this video (only `plain` can be rendered)",
+                                video_id=video_id, field="annotations")
+            cue = get_cue(name, include_hand=include_hand)
+            layout = cue.layout(tracks if tracks is not None else VideoTracks(video_id, {}), video.width,
+                                video.height)
+            dest = output_path(out_dir, name, video_id)
+            _remove_stale_temps(dest)
+            frames = (cue.draw(f, t, layout) for t, f in enumerate(video.frames))
+            write_video(dest, frames, video.fps, crf=crf, preset=preset)
+            past_end = 0 if tracks is None else sum(t >= video.n_frames for tr in tracks.tracks.values() for t in tr)
+            out.append({"cue": name, "status": "rendered", "frames": video.n_frames, "boxes_past_end": past_end})
+        except DataError as e:
+            out.append({"cue": name, "status": "failed", "frames": 0, "error": e.as_record()})
+        except Exception as e:  # a bug or an encoder failure on one video must not stop a large run
+            out.append({"cue": name, "status": "failed", "frames": 0,
+                        "error": {"file": str(video_path), "video_id": video_id, "field": None,
+                                  "reason": f"{type(e).__name__}: {e}",
+                                  "traceback": traceback.format_exc(limit=3)}})
+    return out
+
+
+def _task(args: tuple) -> tuple[str, list[dict]]:
+    video_id, video_path, tracks, cues, out_dir, crf, include_hand, preset = args
+    return video_id, render_video(video_path, video_id, tracks, cues, out_dir, crf, include_hand, preset)
+
+
+def _init_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # parallelism comes from the pool; OpenCV threads would only compete with it
+
+
+def shard_ids(video_ids: list[str], shard: tuple[int, int]) -> list[str]:
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise DataError(f"shard {i}/{n} needs 0 <= i < n", field="shard")
+    return sorted(video_ids)[i::n]
+
+
+def summary_path(out_dir: str | Path, shard: tuple[int, int] = (0, 1)) -> Path:
+    i, n = shard
+    return Path(out_dir) / ("render_summary.json" if n == 1 else f"render_summary.shard{i}of{n}.json")
+
+
+def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], cues: list[str],
+                  out_dir: str | Path, workers: int = 2, shard: tuple[int, int] = (0, 1), crf: int = 18,
+                  include_hand: bool = False, video_ids: list[str] | None = None, preset: str = PRESET,
+                  progress: bool = True) -> dict:
+    """Render `cues` for every video of `video_ids` (default: every annotated video) in this shard.
+    Returns (and writes to out_dir/render_summary[.shard<i>of<n>].json) counts of outputs rendered, skipped
+    (already there) and failed, plus frames and seconds."""
+    t0 = time.perf_counter()
+    for c in cues:
+        get_cue(c)  # an unknown cue name fails before any work
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = shard_ids([check_video_id(v) for v in (video_ids if video_ids is not None else annotations)], shard)
+    counts = {"rendered": 0, "skipped": 0, "failed": 0, "frames": 0, "boxes_past_end": 0}
+    tasks, missing = [], []
+    for vid in ids:
+        todo = [c for c in cues if not output_path(out_dir, c, vid).exists()]
+        counts["skipped"] += len(cues) - len(todo)
+        if not todo:
+            continue
+        try:
+            path = str(find_video(videos_dir, vid))
+        except DataError as e:
+            missing.append((vid, [{"cue": c, "status": "failed", "frames": 0, "error": e.as_record()} for c in todo]))
+            continue
+        tasks.append((vid, path, annotations.get(vid), todo, str(out_dir), crf, include_hand, preset))
+
+    bar = tqdm(total=len(ids), initial=len(ids) - len(tasks) - len(missing), unit="video", desc="render",
+               disable=not progress)
+
+    def collect(video_id: str, results: list[dict]) -> None:
+        errors = []
+        for r in results:
+            if r["status"] == "rendered":
+                counts["rendered"] += 1
+                counts["frames"] += r["frames"]
+                counts["boxes_past_end"] += r.get("boxes_past_end", 0)
+            else:
+                counts["failed"] += 1
+                errors.append({**r["error"], "video_id": video_id, "cue": r["cue"]})
+        if errors:
+            append_jsonl(out_dir / "errors.jsonl", errors)
+        bar.update(1)
+        bar.set_postfix(rendered=counts["rendered"], failed=counts["failed"], refresh=False)
+
+    for vid, results in missing:
+        collect(vid, results)
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            collect(*_task(task))
+    else:
+        _run_pool(tasks, workers, collect)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    summary = {**counts, "videos": len(ids), "cues": list(cues), "shard": list(shard), "workers": workers,
+               "crf": crf, "seconds": round(seconds, 3),
+               "frames_per_second": round(counts["frames"] / seconds, 1) if seconds > 0 else None,
+               "out_dir": str(out_dir)}
+    atomic_write_json(summary_path(out_dir, shard), summary)
+    return summary
+
+
+def _pool_context():
+    """fork where there is one (Linux): workers start at once and a calling script needs no __main__ guard.
+    Rendering runs before any model stage, so no OpenMP/torch threads exist yet to make fork unsafe."""
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else methods[0])
+
+
+def _run_pool(tasks: list[tuple], workers: int, collect) -> None:
+    """At most 4 tasks per worker in flight, so a 200k-video run does not hold every task's tracks at once.
+    A worker that dies (e.g. out of memory) breaks the pool: the tasks in flight are logged as failed and a new
+    pool goes on with the rest, unless the broken pool finished nothing (then the rest are logged as failed)."""
+    pending: deque[tuple] = deque(tasks)
+    while pending:
+        running: dict[Future, tuple] = {}
+        finished, broken = 0, False
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_init_worker) as pool:
+            while (pending or running) and not broken:
+                while pending and len(running) < 4 * workers:
+                    task = pending.popleft()
+                    running[pool.submit(_task, task)] = task
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = running.pop(fut)
+                    try:
+                        result = fut.result()
+                    except BrokenProcessPool as e:
+                        broken = True
+                        _fail_task(task, collect, f"worker process died: {e}")
+                        continue
+                    finished += 1
+                    collect(*result)
+        for task in running.values():  # only left when the pool broke
+            _fail_task(task, collect, "worker process died while this video was in flight")
+        if broken and not finished:
+            while pending:
+                _fail_task(pending.popleft(), collect, "worker processes keep dying; not retried")
+
+
+def _fail_task(task: tuple, collect, reason: str) -> None:
+    record = {"file": task[1], "video_id": task[0], "field": None, "reason": reason}
+    collect(task[0], [{"cue": c, "status": "failed", "frames": 0, "error": record} for c in task[3]])
