@@ -77,12 +77,26 @@ _SENTENCES = [
 ]
 
 
+def _synthetic_sentences() -> list[str]:
+    """The synthetic dataset's templates filled with its object names (and with the question blank)."""
+    from cuelab.data.synthetic import OBJECT_NAMES, all_templates
+
+    out = []
+    for i, tpl in enumerate(all_templates()):
+        for j, name in enumerate(OBJECT_NAMES):
+            other = OBJECT_NAMES[(i + j + 1) % len(OBJECT_NAMES)]
+            text = tpl.text.replace("[something]", name, 1).replace("[something]", other, 1)
+            out += [text, text.replace(name, "_____", 1), name]
+    return out
+
+
 def tiny_corpus(extra_texts: Iterable[str] = ()) -> list[str]:
-    """Training text for the tiny tokenizer: the project's vocabulary, sentences, numbers, and `extra_texts`."""
+    """Training text for the tiny tokenizer: the project's vocabulary, the synthetic templates filled with
+    object names, numbers and timestamps, and `extra_texts` (e.g. the run's question texts)."""
     words = _WORDS.split()
-    texts = list(_SENTENCES)
+    texts = list(_SENTENCES) + _synthetic_sentences()
     texts += [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
-    texts += [w.capitalize() for w in words] + [f" {w}" for w in words]
+    texts += words + [w.capitalize() for w in words] + [f" {w}" for w in words]
     texts += [f"<{t / 10:.1f} seconds>" for t in range(0, 200, 5)] + [str(i) for i in range(100)]
     texts += list(extra_texts)
     return texts

@@ -1,0 +1,207 @@
+"""Training samples: questions x conditions, seeded order, frames through THE sampling function, a collator.
+
+A sample is (question, condition); its video is `<videos_root>/<condition>/<video>` (any accepted format).
+The order of an epoch is a pure function of (seed, phase, epoch), so a resumed run replays the same batches.
+A video that cannot be read is reported once (errors.jsonl) and its samples are dropped from their batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from cuelab.errors import DataError
+from cuelab.fsutil import append_jsonl, read_jsonl
+from cuelab.model.prompt import IGNORE_INDEX, build_inputs
+
+REQUIRED = ("id", "video", "question", "choices", "answer")
+
+
+def load_questions(path: str | Path) -> list[dict]:
+    """Question records from a JSONL file; a record missing a field raises DataError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("questions file not found", file=str(path))
+    out = []
+    for q in read_jsonl(path):
+        for key in REQUIRED:
+            if key not in q:
+                raise DataError(f"question {q.get('id')!r} lacks a field", file=str(path),
+                                video_id=q.get("video"), field=key)
+        if q["answer"] not in q["choices"]:
+            raise DataError(f"question {q['id']!r}: answer is not one of the choices", file=str(path),
+                            video_id=q["video"], field="answer")
+        out.append(q)
+    return out
+
+
+def object_count(question: dict) -> int | None:
+    """Objects in the question's scene (hand excluded): `n_objects` if given, else one cue colour per object."""
+    if question.get("n_objects") is not None:
+        return int(question["n_objects"])
+    if question.get("cue_colors") is not None:
+        return len(question["cue_colors"])
+    return None
+
+
+def select(questions: list[dict], kinds: list[str] | None = None, max_objects: int | None = None) -> list[dict]:
+    """The questions of a curriculum phase: given kinds, scenes with at most `max_objects` objects
+    (questions whose object count is unknown are kept)."""
+    out = []
+    for q in questions:
+        if kinds is not None and q.get("kind") not in kinds:
+            continue
+        n = object_count(q)
+        if max_objects is not None and n is not None and n > max_objects:
+            continue
+        out.append(q)
+    return out
+
+
+@dataclass(frozen=True)
+class Sample:
+    question: dict
+    condition: str
+
+
+def mix(questions: list[dict], conditions: dict[str, float], seed: int) -> list[Sample]:
+    """Questions x conditions. A weight w gives floor(w) copies of every question in that condition plus a
+    seeded fraction w - floor(w) of them (so {plain: 1, trajectory: 1} is every question twice)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for cond in sorted(conditions):
+        w = float(conditions[cond])
+        if w < 0:
+            raise DataError(f"condition weight {w} < 0", field=f"train.conditions.{cond}")
+        whole, frac = int(w), w - int(w)
+        for _ in range(whole):
+            out += [Sample(q, cond) for q in questions]
+        if frac > 0:
+            k = int(round(frac * len(questions)))
+            idx = sorted(rng.choice(len(questions), size=k, replace=False).tolist())
+            out += [Sample(questions[i], cond) for i in idx]
+    return out
+
+
+def epoch_order(n: int, seed: int, phase: int, epoch: int) -> list[int]:
+    """The shuffled order of epoch `epoch` of phase `phase` (a pure function of its arguments)."""
+    return np.random.default_rng([seed, phase, epoch]).permutation(n).tolist()
+
+
+class FrameCache:
+    """Sampled frames per (video, condition), kept in memory (bounded, least recently used dropped)."""
+
+    def __init__(self, videos_root: str | Path, spec, max_items: int = 4096):
+        self.root, self.spec, self.max_items = Path(videos_root), spec, max_items
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, video: str, condition: str):
+        from cuelab.video.io import find_video, sample_frames
+
+        key = (video, condition)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        folder = self.root / condition
+        if not folder.is_dir():
+            raise DataError(f"no rendered videos for condition {condition!r}", file=str(folder), video_id=video)
+        frames = sample_frames(find_video(folder, video), self.spec, video_id=video)
+        with self._lock:
+            self._items[key] = frames
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return frames
+
+
+class SampleEncoder:
+    """Sample -> processor inputs with labels (THE prompt builder); bad videos reported and skipped."""
+
+    def __init__(self, processor, frames: FrameCache, question_first: bool = False, system_prompt=None,
+                 errors_path: str | Path | None = None):
+        self.processor, self.frames = processor, frames
+        self.question_first, self.system_prompt = question_first, system_prompt
+        self.errors_path = Path(errors_path) if errors_path else None
+        self.bad: set = set()
+
+    def __call__(self, sample: Sample) -> dict | None:
+        q = sample.question
+        key = (q["video"], sample.condition)
+        if key in self.bad:
+            return None
+        try:
+            frames = self.frames.get(q["video"], sample.condition)
+        except DataError as e:
+            self.bad.add(key)
+            if self.errors_path is not None:
+                append_jsonl(self.errors_path, [{**e.as_record(), "condition": sample.condition,
+                                                 "stage": "train"}])
+            return None
+        return build_inputs(self.processor, q, frames, answer=q["answer"], question_first=self.question_first,
+                            system_prompt=self.system_prompt)
+
+
+def collate(items: list[dict], pad_id: int) -> dict:
+    """Right-pad a list of build_inputs outputs into one batch: input_ids with `pad_id`, attention_mask and
+    mm_token_type_ids with 0, labels with -100; video patches and grids concatenated in batch order."""
+    import torch
+
+    n = max(it["input_ids"].shape[1] for it in items)
+
+    def pad(key, value):
+        rows = []
+        for it in items:
+            x = it[key][0]
+            rows.append(torch.cat([x, x.new_full((n - x.shape[0],), value)]))
+        return torch.stack(rows)
+
+    batch = {"input_ids": pad("input_ids", pad_id), "attention_mask": pad("attention_mask", 0),
+             "mm_token_type_ids": pad("mm_token_type_ids", 0), "labels": pad("labels", IGNORE_INDEX)}
+    vids = [it for it in items if "pixel_values_videos" in it]
+    if vids:
+        batch["pixel_values_videos"] = torch.cat([it["pixel_values_videos"] for it in vids])
+        batch["video_grid_thw"] = torch.cat([it["video_grid_thw"] for it in vids])
+    return batch
+
+
+def batches(samples: list[Sample], order: list[int], start: int, batch_size: int, encoder: SampleEncoder,
+            pad_id: int, rank: int = 0, world: int = 1, workers: int = 0) -> Iterator[tuple[int, dict | None]]:
+    """Yield (position after the batch, batch) from micro-batch position `start` of `order`. Micro-batch g
+    holds order[g*B:(g+1)*B] and goes to rank g % world. Unreadable samples are dropped from their batch
+    (None when nothing is left). `workers` threads encode samples ahead, in order (same result either way)."""
+    n_batches = len(order) // batch_size  # an incomplete last batch is dropped: every step has B samples
+    mine = [g for g in range(start, n_batches) if g % world == rank]
+    pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    try:
+        def encode_batch(g):
+            return [encoder(samples[i]) for i in order[g * batch_size:(g + 1) * batch_size]]
+
+        if pool is None:
+            results = (encode_batch(g) for g in mine)
+        else:
+            results = _ordered_prefetch(pool, encode_batch, mine, ahead=2)
+        for g, items in zip(mine, results):
+            items = [it for it in items if it is not None]
+            yield g + 1, (collate(items, pad_id) if items else None)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ordered_prefetch(pool, fn, keys, ahead: int):
+    futures = []
+    keys = list(keys)
+    for k in keys[:ahead]:
+        futures.append(pool.submit(fn, k))
+    for i in range(len(keys)):
+        if i + ahead < len(keys):
+            futures.append(pool.submit(fn, keys[i + ahead]))
+        yield futures[i].result()
+        futures[i] = None

@@ -1,0 +1,58 @@
+"""Speed-ups of the Qwen3-VL forward that keep its maths: batched vision attention.
+
+With SDPA, transformers' vision encoder runs one attention call per frame pair (per `cu_seqlens` segment):
+32 calls x 24 layers for a 64-frame video, each too small to fill the GPU. Every frame pair of a video has the
+same patch count, so each run of equal-length segments is one (segments, heads, length, head_dim) SDPA call.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+
+
+def _runs(lengths: list[int]) -> list[tuple[int, int, int]]:
+    """(offset, count, length) of each run of equal consecutive segment lengths."""
+    out, offset, i = [], 0, 0
+    while i < len(lengths):
+        j = i
+        while j < len(lengths) and lengths[j] == lengths[i]:
+            j += 1
+        out.append((offset, j - i, lengths[i]))
+        offset += (j - i) * lengths[i]
+        i = j
+    return out
+
+
+def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
+
+    n = hidden_states.shape[0]
+    q, k, v = self.qkv(hidden_states).reshape(n, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+    cos, sin = position_embeddings
+    q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)  # (n, heads, head_dim)
+    outs = []
+    for offset, count, length in _runs((cu_seqlens[1:] - cu_seqlens[:-1]).tolist()):
+        sl = slice(offset, offset + count * length)
+        # (count*length, H, D) -> (count, H, length, D): one call for all segments of this run
+        qs, ks, vs = (t[sl].reshape(count, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+        o = F.scaled_dot_product_attention(qs, ks, vs, scale=self.scaling)
+        outs.append(o.transpose(1, 2).reshape(count * length, -1))
+    out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return self.proj(out)
+
+
+def batch_vision_attention(model) -> int:
+    """Swap the vision attention of a Qwen3-VL model (or a PEFT wrapper of one) for the batched SDPA version;
+    returns how many modules were patched. Attention weights (eager, output_attentions) are unaffected:
+    only call this where none are needed (training, scoring)."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionAttention
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, Qwen3VLVisionAttention):
+            module.forward = types.MethodType(_batched_forward, module)
+            n += 1
+    return n
