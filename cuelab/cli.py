@@ -137,6 +137,88 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
 
 # --- model and training --------------------------------------------------------------------------------------
 
+@app.command("tiny-model")
+def tiny_model(out: Path = typer.Option(..., help="output folder (model + processor)"),
+               preset: str = typer.Option("tiny", help="tiny | qwen3-vl-2b | qwen3-vl-4b (random weights)"),
+               seed: int = typer.Option(0),
+               tokenizer: Optional[Path] = typer.Option(None, help="for the 2B/4B presets: a folder with Qwen's "
+                                                        "vocab.json + merges.txt"),
+               questions: Optional[Path] = typer.Option(None, help="tiny: also train its tokenizer on these "
+                                                        "questions (JSONL)")):
+    """A random Qwen3-VL with the real processor classes, saved so it reloads through the Auto classes."""
+    from cuelab.config import TinyModelConfig
+
+    try:
+        if preset == "tiny":
+            from cuelab.model.data import load_questions
+            from cuelab.model.tiny import build_tiny_model
+
+            extra = []
+            if questions is not None:
+                extra = [q["question"] + "\n" + "\n".join(q["choices"]) for q in load_questions(questions)]
+            build_tiny_model(out, TinyModelConfig(seed=seed), extra_texts=extra)
+        else:
+            from cuelab.model.tiny import build_processor, qwen_tokenizer_from_files, random_model
+
+            if tokenizer is None:
+                raise typer.BadParameter("--tokenizer (a folder with vocab.json + merges.txt) is needed for "
+                                         f"preset {preset}")
+            model = random_model(preset, seed=seed)
+            processor = build_processor(qwen_tokenizer_from_files(tokenizer))
+            model.save_pretrained(str(out))
+            processor.save_pretrained(str(out))
+    except (DataError, ValueError, FileNotFoundError) as e:
+        _fail(e)
+    console.print(f"wrote a random {preset} Qwen3-VL to {out}")
+
+
+@app.command()
+def train(config: Path = typer.Argument(..., help="experiment YAML"),
+          set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set train.lr=2e-4"),
+          resume: bool = typer.Option(False, help="continue from the last checkpoint in --out"),
+          questions: Optional[Path] = typer.Option(None, help="train questions (default "
+                                                   "<output_dir>/questions/train.jsonl)"),
+          videos: Optional[Path] = typer.Option(None, help="rendered videos root, one folder per condition "
+                                                "(default <output_dir>/videos)"),
+          out: Optional[Path] = typer.Option(None, help="output folder (default <output_dir>/models/finetuned, "
+                                             "or models/pretrained with --section pretrain)"),
+          base_model: Optional[Path] = typer.Option(None, help="start from this model folder instead of "
+                                                    "model.name_or_path / model.tiny"),
+          section: str = typer.Option("train", help="config section to train with: train | pretrain")):
+    """Fine-tune (LoRA by default, or full) on the questions x conditions; resumable; multi-GPU via
+    `accelerate launch -m cuelab.cli train ...` or `torchrun`."""
+    from cuelab.config import load_config
+    from cuelab.model.train import train as run_train
+
+    try:
+        cfg = load_config(config, set_)
+        tc = getattr(cfg, section, None) if section in ("train", "pretrain") else None
+        if tc is None:
+            raise DataError(f"config section {section!r} is not set", file=str(config), field=section)
+        root = Path(cfg.output_dir)
+        name = "pretrained" if section == "pretrain" else "finetuned"
+        summary = run_train(cfg, questions or root / "questions" / "train.jsonl", videos or root / "videos",
+                            out or root / "models" / name, base_model=base_model, resume=resume, train_cfg=tc)
+    except DataError as e:
+        _fail(e)
+    console.print(f"trained {summary['steps']} steps ({summary['samples']} samples, {summary['seconds']:.0f} s), "
+                  f"final loss {summary['final_loss']:.4f}: {summary['final']}")
+
+
+@app.command()
+def merge(model: str = typer.Option(..., help="base model: hub id or folder"),
+          adapter: Path = typer.Option(..., help="PEFT LoRA adapter folder"),
+          out: Path = typer.Option(..., help="output folder for the merged model"),
+          dtype: str = typer.Option("auto", help="auto | float32 | bfloat16 | float16")):
+    """Fold a LoRA adapter into its base model and save a plain model folder."""
+    from cuelab.model.merge import merge_adapter
+
+    try:
+        merge_adapter(model, adapter, out, dtype=dtype)
+    except DataError as e:
+        _fail(e)
+    console.print(f"wrote the merged model to {out}")
+
 # --- evaluation ----------------------------------------------------------------------------------------------
 
 # --- attention -----------------------------------------------------------------------------------------------
