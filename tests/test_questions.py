@@ -237,7 +237,7 @@ def test_verb_distractors_come_from_templates_of_the_same_shape():
                                                                       verb_shape="exact"))
     templates = {r["template"] for r in _all(train, test)}
     assert "Putting [something] into [something]" in templates and TEMPLATES[8] not in templates
-    assert m["verb_distractor_levels"]["lead"] == 0
+    assert set(m["distractor_sources"]["verb"]) == {"exact"}
 
 
 def test_answer_positions_are_balanced():

@@ -262,8 +262,9 @@ def _object_names(tracks: VideoTracks, names: list[str], max_chars: int) -> dict
 
 def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | None, objects: ObjectVocab,
                     verbs: VerbVocab, cfg: QuestionsConfig, drops: dict[str, Counter],
-                    levels: Counter) -> list[dict]:
-    """All questions of one video (answers first in `choices`; `place_answers` moves them later)."""
+                    sources: dict[str, Counter]) -> list[dict]:
+    """All questions of one video (answers first in `choices`; `place_answers` moves them later).
+    `drops` counts what was left out and why, `sources` where the distractors came from, per kind."""
     info = parse_template(entry.template)
     rng = np.random.default_rng([cfg.seed, stable_int("video", entry.id)])
     colors = {o: slot_color_name(object_slot(o)) for o in tracks.objects() if object_slot(o) is not None} \
@@ -285,6 +286,7 @@ def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | N
             if len(picked) < N_CHOICES - 1:
                 drops["object"]["too_few_distractors"] += 1
                 continue
+            sources["object"].update(lvl for _, lvl in picked)
             target = str(s) if str(s) in colors else None
             hint = f"The object marked in {colors[target]} is the one in the blank." if target else ""
             rows.append(_record(entry.id, "object", s, question, answer, [p for p, _ in picked], entry, info,
@@ -303,7 +305,7 @@ def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | N
                 if len(picked) < N_CHOICES - 1:
                     drops["verb"]["too_few_same_shape_verbs"] += 1
                 else:
-                    levels.update(lvl for _, lvl in picked)
+                    sources["verb"].update(lvl for _, lvl in picked)
                     target = "0" if "0" in colors else None
                     hint = f"The object marked in {colors[target]} is the one acted on." if target else ""
                     rows.append(_record(entry.id, "verb", 0, question, info.verb, [p for p, _ in picked], entry,
@@ -337,6 +339,7 @@ def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | N
                 if len(picked) < N_CHOICES - 1:
                     drops["referential"]["too_few_distractors"] += 1
                     continue
+                sources["referential"].update(lvl for _, lvl in picked)
                 hint = f"Each object is marked in its own colour; the question asks about the one marked in {color}."
                 rows.append(_record(entry.id, "referential", int(oid), question, answer, [p for p, _ in picked],
                                     entry, info, oid, colors, hint))
@@ -397,7 +400,7 @@ def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks
     objects.freeze()
     verbs = VerbVocab(Counter(e.template for e, _ in usable))
 
-    levels: Counter = Counter()
+    sources: dict[str, Counter] = {k: Counter() for k in kinds}
     by_video: dict[str, list[dict]] = {}
     strata: dict[str, str] = {}
     for entry, names in tqdm(usable, desc="questions", unit="video", mininterval=2, leave=False):
@@ -405,7 +408,7 @@ def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks
         if annotations is not None and cfg.require_boxes and tracks is None:
             drops["videos"]["no_boxes"] += 1
             continue
-        rows = video_questions(entry, names, tracks, objects, verbs, cfg, drops, levels)
+        rows = video_questions(entry, names, tracks, objects, verbs, cfg, drops, sources)
         if not rows:
             drops["videos"]["no_questions"] += 1
             continue
@@ -432,7 +435,7 @@ def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks
                    "selected": len(train_ids) + len(test_ids), "train": len(train_ids), "test": len(test_ids)},
         **{k: v for k, v in summarize(train, test).items() if k != "videos"},
         "dropped": {k: dict(sorted(v.items())) for k, v in drops.items()},
-        "verb_distractor_levels": {lvl: levels.get(lvl, 0) for lvl in SHAPE_LEVELS},
+        "distractor_sources": {k: dict(sorted(v.items())) for k, v in sources.items()},
         "sanity": {**sanity_counts(train + test), "verb_shape_violations": violations,
                    "test_videos_in_train": len(set(test_ids) & {r["video"] for r in train})},
     }
