@@ -164,8 +164,10 @@ class AttentionConfig(Section):
     conditions: list[str] = ["plain", "box", "trajectory"]
     models: list[Literal["pretrained", "finetuned"]] = ["pretrained", "finetuned"]
     per_head: bool = False
-    sink_tokens: int = 4
-    overlays: int = 3
+    sink_tokens: int = 4  # top video tokens of the plain condition left out in the *_ns measures
+    overlays: int = 3  # questions drawn as plain-vs-cue heatmap GIFs
+    cue_threshold: int = 40  # a pixel is the cue's when cued and plain frames differ by more than this
+    max_box_gap: int = 6  # frames: a sampled frame without a box borrows the nearest annotated one this close
 
 
 class ReportConfig(Section):
@@ -197,7 +199,12 @@ class ExperimentConfig(Section):
 
     def stage_hash(self, *sections: str) -> str:
         """A short fingerprint of the named config sections (e.g. 'data', 'questions')."""
-        payload = {s: _jsonable(getattr(self, s)) for s in sections}
+        payload = {}
+        for s in sections:  # a section, or a dotted field such as "eval.conditions"
+            node = self
+            for part in s.split("."):
+                node = getattr(node, part)
+            payload[s] = _jsonable(node)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -80,6 +80,93 @@ def stage_data(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     return {"labels": str(cfg.data.labels), "annotations": str(cfg.data.annotations), "videos": str(cfg.data.videos)}
 
 
+def stage_questions(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    from cuelab.data.questions import build_questions, read_inputs, write_questions
+
+    labels, annotations, _ = dataset_files(cfg, paths)
+    entries, tracks, report = read_inputs(labels, annotations)
+    train, test, manifest = build_questions(entries, tracks, cfg.questions)
+    manifest["inputs"] = report
+    manifest = write_questions(paths.questions, train, test, manifest)
+    return {"train": len(train), "test": len(test), "per_kind": manifest.get("per_kind")}
+
+
+def conditions_needed(cfg: ExperimentConfig) -> list[str]:
+    """Every cue some later stage reads, in a stable order (plain first)."""
+    wanted = list(cfg.render.cues) + list(cfg.train.conditions) + list(cfg.eval.conditions)
+    if cfg.pretrain is not None:
+        wanted += list(cfg.pretrain.conditions)
+    if cfg.attention.enabled:
+        wanted += list(cfg.attention.conditions)
+    out = ["plain"] + [c for c in dict.fromkeys(wanted) if c != "plain"]
+    return out
+
+
+def question_videos(paths: RunPaths) -> list[str]:
+    from cuelab.fsutil import read_jsonl
+
+    vids = []
+    for split in ("train", "test"):
+        vids += [q["video"] for q in read_jsonl(paths.questions / f"{split}.jsonl")]
+    return list(dict.fromkeys(vids))
+
+
+def stage_render(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    from cuelab.data.something_else import load_annotations
+    from cuelab.video.render import render_videos
+
+    _, annotations, videos = dataset_files(cfg, paths)
+    tracks = load_annotations(annotations, strict=False).videos
+    return render_videos(videos, tracks, conditions_needed(cfg), paths.videos, workers=cfg.render.workers,
+                         crf=cfg.render.crf, include_hand=cfg.render.include_hand,
+                         video_ids=question_videos(paths))
+
+
+def base_model_path(cfg: ExperimentConfig, paths: RunPaths) -> str:
+    """The model the experiment calls "pretrained": the tiny model after its pretraining, or the configured one."""
+    if cfg.model.tiny is not None:
+        return str(paths.models / ("pretrained" if cfg.pretrain is not None else "tiny-init"))
+    return cfg.model.name_or_path
+
+
+def stage_model(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    """Tiny model: build it locally (tokenizer trained on the run's question texts). Real model: nothing to do."""
+    if cfg.model.tiny is None:
+        return {"model": cfg.model.name_or_path}
+    from cuelab.fsutil import read_jsonl
+    from cuelab.model.tiny import build_tiny_model
+
+    texts = [q["question"] + " " + " ".join(q["choices"]) for q in read_jsonl(paths.questions / "train.jsonl")]
+    out = build_tiny_model(paths.models / "tiny-init", cfg.model.tiny, extra_texts=texts)
+    return {"model": str(out)}
+
+
+def stage_pretrain(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    """Demo only: full training of the tiny model on plain videos, so "pretrained" means something."""
+    if cfg.pretrain is None:
+        return {"skipped": "no pretrain section"}
+    import shutil
+
+    from cuelab.model.train import train
+
+    out = paths.models / "pretrain-run"
+    summary = train(cfg, paths.questions / "train.jsonl", paths.videos, out, base_model=str(paths.models / "tiny-init"),
+                    resume=True, train_cfg=cfg.pretrain)
+    final = paths.models / "pretrained"
+    if final.exists():
+        shutil.rmtree(final)
+    shutil.copytree(out / "final", final)
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+
+
+def stage_train(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    from cuelab.model.train import train
+
+    summary = train(cfg, paths.questions / "train.jsonl", paths.videos, paths.models / "finetune",
+                    base_model=base_model_path(cfg, paths), resume=True)
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -89,6 +176,11 @@ class Stage:
 
 STAGES: list[Stage] = [
     Stage("data", ("data",), stage_data),
+    Stage("questions", ("questions",), stage_questions),
+    Stage("render", ("render", "train.conditions", "eval.conditions", "attention.conditions"), stage_render),
+    Stage("model", ("model",), stage_model),
+    Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain),
+    Stage("train", ("train", "frames_train"), stage_train),
 ]
 
 

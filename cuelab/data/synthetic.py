@@ -2,7 +2,7 @@
 `labels.json` (SSv2 label entries), `annotations.json` (Something-Else boxes, with `object hand`) and
 `videos/<id>.mp4` (H.264, 12 fps by default, 2-4 s, 160x120 by default).
 
-Scenes hold 2-4 objects named colour x shape ("red cube", "blue ball"); one object (the acted-on one) moves
+Scenes hold 2-4 objects named colour x shape ("orange cube", "pink ball"); one object (the acted-on one) moves
 with a hand, the others stay still or drift slightly, so "the object that moves" is not always the answer.
 Templates come in shape groups (same words around the verb), so verb questions have same-shape distractors:
 in-place verbs ("Spinning [something]"), and manner x path verbs ("Pulling [something] closer to [something]").
@@ -26,9 +26,11 @@ from cuelab.data.ssv2 import LabelEntry, save_labels
 from cuelab.fsutil import atomic_write_json
 from cuelab.video.io import write_video
 
+# Object colours avoid the cue palette's names (red, blue, green, yellow, magenta, cyan): a question
+# "the object marked in red" must never have "red cube" as its answer.
 COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (215, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 205, 30),
-    "purple": (140, 60, 190), "orange": (245, 130, 20),
+    "orange": (245, 130, 20), "purple": (120, 50, 170), "brown": (125, 75, 35), "pink": (250, 150, 190),
+    "white": (250, 250, 250), "black": (25, 25, 25),
 }
 SHAPES = ["cube", "ball", "triangle", "ring"]
 OBJECT_NAMES = [f"{c} {s}" for c in COLORS for s in SHAPES]
