@@ -1,0 +1,100 @@
+"""Prediction files: `predictions/<model>__<condition>.jsonl`, one line per question, appended as made.
+
+A run killed mid-write leaves at most one partial last line: opening the file again cuts it off, and the ids
+already there are skipped, so a rerun ends with every question scored exactly once. Stdlib only
+here (the vLLM worker imports it from its own venv).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cuelab.errors import DataError
+from cuelab.fsutil import append_jsonl, read_jsonl
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
+BLIND = "blind"
+
+
+def condition_name(condition: str, blind: bool = False, hint: bool = False) -> str:
+    """The condition as recorded: the rendered condition, `blind` (no video), `+hint` for the hint prompt."""
+    name = BLIND if blind else condition
+    return f"{name}+hint" if hint else name
+
+
+def _check_name(name: str, what: str) -> str:
+    if not _NAME_RE.match(name) or "__" in name:
+        raise DataError(f"{what} {name!r} must be letters, digits, '.', '_', '+', '-' (no '__')", field=what)
+    return name
+
+
+def predictions_path(out_dir: str | Path, model: str, condition: str, shard: tuple[int, int] = (0, 1)) -> Path:
+    """out_dir/predictions/<model>__<condition>.jsonl (with `.shard<i>of<n>` before .jsonl for a shard)."""
+    stem = f"{_check_name(model, 'model')}__{_check_name(condition, 'condition')}"
+    i, n = shard
+    if n > 1:
+        stem += f".shard{i}of{n}"
+    return Path(out_dir) / "predictions" / f"{stem}.jsonl"
+
+
+def repair_partial_line(path: str | Path) -> bool:
+    """Cut a partial last line (a run killed mid-write) so that appends start on a fresh line."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+        f.seek(0)
+        cut = f.read().rfind(b"\n") + 1
+        f.truncate(cut)
+    return True
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    """The records of one prediction file, first occurrence of each question id (a partial last line is
+    ignored; any other malformed line is a DataError naming the file and line)."""
+    seen, out = set(), []
+    for rec in read_jsonl(path, skip_partial=True):
+        qid = rec.get("question_id")
+        if qid is None:
+            raise DataError("prediction line without question_id", file=str(path), field="question_id")
+        if qid not in seen:
+            seen.add(qid)
+            out.append(rec)
+    return out
+
+
+class PredictionFile:
+    """One (model, condition) prediction file opened for resuming: `done` holds the scored question ids."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        repair_partial_line(self.path)
+        self.done: set[str] = {r["question_id"] for r in read_predictions(self.path)} if self.path.is_file() else set()
+
+    def todo(self, questions: list[dict]) -> list[dict]:
+        return [q for q in questions if q["id"] not in self.done]
+
+    def append(self, records: list[dict]) -> None:
+        records = [r for r in records if r["question_id"] not in self.done]
+        if records:
+            append_jsonl(self.path, records)
+            self.done.update(r["question_id"] for r in records)
+
+
+def record(question: dict, model: str, condition: str, scores: list[float] | None = None,
+           mean_scores: list[float] | None = None, choice_index: int | None = None, error: str | None = None,
+           **extra) -> dict:
+    """One prediction line (DESIGN.md): failed questions carry `failed` and `error` and no scores."""
+    rec = {"question_id": question["id"], "model": model, "condition": condition,
+           "choice_index": choice_index, "scores": scores, "mean_scores": mean_scores,
+           "correct": bool(choice_index is not None and choice_index == question.get("answer_index")),
+           "kind": question.get("kind"), "video": question.get("video")}
+    if error is not None:
+        rec.update(failed=True, error=error)
+    rec.update(extra)
+    return rec
