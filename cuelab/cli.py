@@ -223,6 +223,45 @@ def merge(model: str = typer.Option(..., help="base model: hub id or folder"),
 
 # --- attention -----------------------------------------------------------------------------------------------
 
+@app.command()
+def attention(model: str = typer.Option(..., help="hub id or folder of the model"),
+              adapter: Optional[Path] = typer.Option(None, help="PEFT LoRA folder applied on top of --model"),
+              model_name: Optional[str] = typer.Option(None, help="row label: pretrained | finetuned "
+                                                                  "(default: finetuned with --adapter)"),
+              questions: Path = typer.Option(..., help="questions JSONL (test split)"),
+              videos: Path = typer.Option(..., help="rendered videos: DIR/<condition>/<video>.mp4"),
+              annotations: Path = typer.Option(..., help="Something-Else annotations (the object boxes)"),
+              conditions: Optional[str] = typer.Option(None, help="comma-separated, e.g. plain,box,trajectory"),
+              n: Optional[int] = typer.Option(None, help="questions analysed (seeded choice)"),
+              out: Path = typer.Option(..., help="output folder"),
+              per_head: bool = typer.Option(False, help="also keep lift per attention head"),
+              config: Optional[Path] = typer.Option(None, help="experiment YAML (frames, prompt, attention)"),
+              set_: list[str] = typer.Option([], "--set", help="override a config field"),
+              device: Optional[str] = typer.Option(None, help="cuda / cpu (default: cuda when present)")):
+    """Where the answer position looks: attention to each video token, per layer, inside the object box vs cue."""
+    from cuelab.attention.run import ModelSpec, run_attention
+    from cuelab.config import load_config
+
+    overrides = list(set_)
+    if conditions:
+        overrides.append(f"attention.conditions=[{conditions}]")
+    if n is not None:
+        overrides.append(f"attention.n={n}")
+    if per_head:
+        overrides.append("attention.per_head=true")
+    try:
+        cfg = load_config(config, overrides)
+        name = model_name or ("finetuned" if adapter else "pretrained")
+        spec = ModelSpec(name, model, str(adapter) if adapter else None)
+        results = run_attention(cfg, [spec], questions, videos, annotations, out, device=device)
+    except DataError as e:
+        _fail(e)
+    mean = [r for r in results["rows"] if r["layer"] == "mean" and r["model"] == name]
+    for r in mean:
+        console.print(f"{name}/{r['condition']}: lift {r['lift']} (sinks out {r['lift_ns']}), n={r['lift_n']}")
+    console.print(f"wrote {out}/attention_results.json, .csv, attention_lift.png, overlays/")
+
+
 # --- pipeline and report -------------------------------------------------------------------------------------
 
 @app.command()

@@ -159,3 +159,25 @@ def cue_pixels(cued: np.ndarray, plain: np.ndarray, threshold: int = 40) -> np.n
     if cued.shape != plain.shape:
         raise ValueError(f"cued frames {cued.shape} and plain frames {plain.shape} differ in shape")
     return (np.abs(cued.astype(np.int16) - plain.astype(np.int16)) > threshold).any(axis=-1)
+
+
+def fill_pairs(grid: VideoGrid, boxes: np.ndarray) -> np.ndarray:
+    """Where one frame of a pair has no box, give it its partner's box (the token covers both frames)."""
+    out = boxes.copy()
+    for t in range(grid.t):
+        ps = grid.frames_of(t)
+        known = [p for p in ps if np.all(np.isfinite(boxes[p]))]
+        for p in ps:
+            if known and p not in known:
+                out[p] = boxes[known[0]]
+    return out
+
+
+def boxes_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(n, 4) resized-frame boxes (NaN = none) -> (n, height, width) bool pixel masks (pixel centres inside)."""
+    out = np.zeros((len(boxes), height, width), bool)
+    for p, b in enumerate(boxes):
+        if np.all(np.isfinite(b)):
+            x1, y1, x2, y2 = (int(round(v)) for v in b)
+            out[p, max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = True
+    return out
