@@ -281,3 +281,14 @@ def small_test_config(seed: int = 0) -> TinyModelConfig:
     return TinyModelConfig(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=32, vision_hidden_size=32,
                            vision_num_heads=1, vision_intermediate_size=64, seed=seed)
+
+
+def qwen_id_processor(cfg: TinyModelConfig | None = None):
+    """The tiny tokenizer's text vocabulary padded to 151,643 entries, so Qwen's special tokens get their real
+    ids (151643...): prompts from it fit the real 2B/4B configs without the real tokenizer files (GPU
+    benchmarks). The padding entries are never produced (no merge leads to them)."""
+    cfg = cfg or TinyModelConfig()
+    vocab, merges = train_bpe(tiny_corpus(), cfg.vocab_size - len(QWEN_SPECIAL_TOKENS))
+    for i in range(len(vocab), 151643):
+        vocab[f"<|unused_{i}|>"] = i
+    return build_processor(qwen_tokenizer(vocab, merges))

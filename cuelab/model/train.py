@@ -88,15 +88,23 @@ def _bf16(tc: TrainConfig, device) -> bool:
 
 
 def setup_model(base: str, tc: TrainConfig, cfg: ExperimentConfig, device, bf16: bool):
-    """(model, processor, param groups). LoRA: base weights in bf16 on GPU, adapters in float32.
-    Full: float32 master weights (autocast does the bf16 maths), optional separate vision lr."""
+    """(model, processor, param groups) from a model folder or hub id; see prepare_model."""
     from cuelab.model.load import load_model
 
     dtype = torch.bfloat16 if (bf16 and tc.mode == "lora") else torch.float32
     model, processor = load_model(base, dtype=dtype, attn_implementation=cfg.model.attn_implementation)
+    model, groups = prepare_model(model, tc, device, cfg.model.attn_implementation)
+    return model, processor, groups
+
+
+def prepare_model(model, tc: TrainConfig, device, attn_implementation: str = "sdpa"):
+    """The training form of a loaded Qwen3-VL: (model, optimizer param groups). LoRA: base weights as loaded
+    (bf16 on GPU), adapters in float32 (PEFT's default). Full: every weight trainable, float32 master
+    weights (autocast does the bf16 maths), the vision tower with its own lr if `vision_lr` is set.
+    On CUDA with SDPA the vision attention is batched (cuelab.model.speed)."""
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if torch.device(device).type == "cuda" and cfg.model.attn_implementation == "sdpa":
+    if torch.device(device).type == "cuda" and attn_implementation == "sdpa":
         from cuelab.model.speed import batch_vision_attention
 
         batch_vision_attention(model)
@@ -117,7 +125,16 @@ def setup_model(base: str, tc: TrainConfig, cfg: ExperimentConfig, device, bf16:
         groups = [{"params": rest, "lr": tc.lr},
                   {"params": vision, "lr": tc.vision_lr if tc.vision_lr is not None else tc.lr}]
     model.train()
-    return model, processor, groups
+    return model, groups
+
+
+def make_optimizer(groups, tc: TrainConfig, device):
+    """AdamW; the fused CUDA kernel on GPU (one launch for all parameters instead of one per tensor)."""
+    optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
+                                  fused=torch.device(device).type == "cuda")
+    for g in optimizer.param_groups:
+        g["base_lr"] = g["lr"]
+    return optimizer
 
 
 # --- schedule --------------------------------------------------------------------------------------------------
@@ -297,11 +314,7 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
     set_seed(tc.seed)
     base = _resolve_base(cfg, base_model, out, is_main, accelerator)
     model, processor, groups = setup_model(base, tc, cfg, accelerator.device, bf16)
-    fused = accelerator.device.type == "cuda"
-    optimizer = torch.optim.AdamW(groups, lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay,
-                                  fused=fused)
-    for g in optimizer.param_groups:
-        g["base_lr"] = g["lr"]
+    optimizer = make_optimizer(groups, tc, accelerator.device)
     wrapper = AnswerLoss(model)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
 
