@@ -135,6 +135,62 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
 
 # --- cues and rendering --------------------------------------------------------------------------------------
 
+def _load_tracks(annotations: Path):
+    """Annotations with strict=False: a bad video's entry is reported, the others still render."""
+    from cuelab.data.something_else import load_annotations
+
+    return load_annotations(annotations, strict=False)
+
+
+@app.command()
+def render(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4 / <id>/NNNN.jpg"),
+           annotations: Path = typer.Option(..., help="Something-Else annotations JSON"),
+           cues: str = typer.Option("plain,box,trajectory", help="comma-separated cue names"),
+           out: Path = typer.Option(..., help="output folder: <out>/<cue>/<id>.mp4"),
+           workers: int = typer.Option(2, help="processes"),
+           shard: Optional[str] = typer.Option(None, help="i/n: render every n-th video from the i-th"),
+           crf: int = typer.Option(18, help="libx264 quality (lower is better)"),
+           include_hand: bool = typer.Option(False, "--include-hand", help="cue the hand too")):
+    """Render every video under each cue (resumable; failures go to <out>/errors.jsonl)."""
+    from cuelab.fsutil import append_jsonl
+    from cuelab.video.render import render_videos
+
+    try:
+        ann = _load_tracks(annotations)
+        if ann.errors:
+            console.print(f"[yellow]{len(ann.errors)} video(s) with bad annotations skipped[/yellow] "
+                          f"(see {out / 'errors.jsonl'})")
+            append_jsonl(out / "errors.jsonl", [{**e.as_record(), "cue": None} for e in ann.errors])
+        summary = render_videos(videos, ann.videos, _csv(cues) or [], out, workers=workers, shard=_shard(shard),
+                                crf=crf, include_hand=include_hand)
+    except DataError as e:
+        _fail(e)
+    console.print(f"rendered {summary['rendered']}, skipped {summary['skipped']} (already there), "
+                  f"failed {summary['failed']} in {summary['seconds']:.1f} s -> {out}")
+    if summary["failed"]:
+        console.print(f"[yellow]failures logged in {out / 'errors.jsonl'}[/yellow]")
+
+
+@app.command()
+def preview(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4 / <id>/NNNN.jpg"),
+            annotations: Path = typer.Option(..., help="Something-Else annotations JSON"),
+            video_id: str = typer.Option(..., help="the video to show"),
+            cues: Optional[str] = typer.Option(None, help="comma-separated cue names (default: every cue)"),
+            out: Path = typer.Option(..., help="output folder"),
+            frames: int = typer.Option(4, help="rows of the contact sheet"),
+            include_hand: bool = typer.Option(False, "--include-hand")):
+    """A GIF and a PNG contact sheet of one video under every cue, side by side."""
+    from cuelab.video.preview import make_preview
+
+    try:
+        ann = _load_tracks(annotations)
+        gif, png = make_preview(videos, ann.videos, video_id, _csv(cues), out, n_times=frames,
+                                include_hand=include_hand)
+    except DataError as e:
+        _fail(e)
+    console.print(f"wrote {gif} and {png}")
+
+
 # --- model and training --------------------------------------------------------------------------------------
 
 @app.command("tiny-model")

@@ -27,6 +27,7 @@ from cuelab.errors import DataError
 from cuelab.video.palette import HAND_COLOR, slot_color
 
 Color = tuple[int, int, int]
+LINE = cv2.LINE_8  # anti-aliased drawing costs 5-10x more and the codec softens edges anyway
 TARGET = "0"  # the questions' main target: the first placeholder is annotated as "object 0"
 
 
@@ -152,9 +153,9 @@ def draw_paths(out: np.ndarray, t: int, layout: Layout) -> None:
         pts = layout.extra["centres"][m.object_id][:k]
         if k > 1:
             cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, m.color, max(1, layout.thickness // 2 + 1),
-                          cv2.LINE_AA)
+                          LINE)
         if m.frames[k - 1] == t or k == 1:
-            cv2.circle(out, (int(pts[-1, 0]), int(pts[-1, 1])), layout.thickness + 1, m.color, -1, cv2.LINE_AA)
+            cv2.circle(out, (int(pts[-1, 0]), int(pts[-1, 1])), layout.thickness + 1, m.color, -1, LINE)
 
 
 class TrajectoryCue(Cue):
@@ -220,16 +221,19 @@ class SpotlightCue(_RegionCue):
 
 
 class BlurOutsideCue(_RegionCue):
+    """Everything outside the boxes blurred. A box filter (cv2.blur, cost independent of its size) rather than
+    cv2.GaussianBlur, which alone cost more than decoding and encoding the frame (see benchmarks/RESULTS.md)."""
+
     name = "blur_outside"
 
-    def __init__(self, *, sigma_per_px: float = 1 / 30, **style):
+    def __init__(self, *, ksize_per_px: float = 1 / 8, **style):
         super().__init__(**style)
-        self.sigma_per_px = sigma_per_px
+        self.ksize_per_px = ksize_per_px
 
     def background(self, frame):
         h, w = frame.shape[:2]
-        sigma = max(2.0, min(h, w) * self.sigma_per_px)
-        return cv2.GaussianBlur(frame, (0, 0), sigma)
+        k = max(3, int(min(h, w) * self.ksize_per_px) | 1)
+        return cv2.blur(frame, (k, k))
 
 
 class CircleCue(Cue):
@@ -247,7 +251,7 @@ class CircleCue(Cue):
             ax = max(1, int(round((b[2] - b[0]) / 2 * np.sqrt(2))))
             ay = max(1, int(round((b[3] - b[1]) / 2 * np.sqrt(2))))
             cv2.ellipse(out, (int(round(cx)), int(round(cy))), (ax, ay), 0, 0, 360, m.color, layout.thickness,
-                        cv2.LINE_AA)
+                        LINE)
         return out
 
 
@@ -277,7 +281,7 @@ class ArrowCue(Cue):
             seg = float(np.hypot(start[0] - tip[0], start[1] - tip[1]))
             if seg < 1:
                 continue
-            cv2.arrowedLine(out, start, (int(tip[0]), int(tip[1])), m.color, layout.thickness, cv2.LINE_AA,
+            cv2.arrowedLine(out, start, (int(tip[0]), int(tip[1])), m.color, layout.thickness, LINE,
                             tipLength=min(0.5, (3 * layout.thickness + 3) / seg))
         return out
 
@@ -316,34 +320,36 @@ def _overlap_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def decoy_offset(own: dict[int, tuple], tracks: VideoTracks, width: int, height: int, gap: float) -> tuple[int, int]:
-    """One offset (dx, dy) for a whole video that moves an object's boxes off EVERY annotated object (hand
-    included) while keeping them in the frame as far as possible. Candidates are steps of one box size (plus a
-    gap) in 8 directions, then two and three steps; the one with the least overlap (area on objects counts
-    4x area outside the frame) wins, ties going to the earliest candidate, so the choice is deterministic."""
+    """One offset (dx, dy) for a whole video that moves an object's boxes off every annotated object (hand
+    included) and keeps them in the frame as far as possible. Boxes covering more than half the frame (a table,
+    a mat: surfaces everything else lies on) do not count as occupied, or nothing could ever be off them.
+    Candidates are steps of one box size (plus a gap) in 8 directions, then two and three steps; the score is
+    4 x the area on objects + the area outside the frame, and a candidate leaving less than half of the box
+    visible is taken only when no other exists (a cue moved out of the frame would be no cue at all).
+    Ties go to the earliest candidate, so the choice is deterministic."""
     frames = sorted(own)
     if not frames:
         return 0, 0
     boxes = np.array([own[t] for t in frames], np.float64)  # (N, 4)
     sx = float(np.median(boxes[:, 2] - boxes[:, 0])) + gap
     sy = float(np.median(boxes[:, 3] - boxes[:, 1])) + gap
-    others = [[tr[t] for tr in tracks.tracks.values() if t in tr] for t in frames]
-    m = max(len(o) for o in others)
-    occ = np.zeros((len(frames), m, 4))
+    surface = 0.5 * width * height
+    others = [[b for tr in tracks.tracks.values() if t in tr
+               and (b := tr[t]) and (b[2] - b[0]) * (b[3] - b[1]) <= surface] for t in frames]
+    occ = np.zeros((len(frames), max(1, max(len(o) for o in others)), 4))  # (N, M, 4), zero-area padding
     for i, o in enumerate(others):
         occ[i, :len(o)] = o
-    dirs = [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)]
-    cands = [(k * dx * sx, k * dy * sy) for k in (1, 2, 3) for dx, dy in dirs]
-    frame_box = np.array([0, 0, width, height], np.float64)
-    best, best_score = (0, 0), np.inf
-    for dx, dy in cands:
-        moved = boxes + np.array([dx, dy, dx, dy])
-        on_objects = _overlap_area(moved[:, None, :], occ).sum()
-        area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
-        outside = (area - _overlap_area(moved, frame_box)).sum()
-        score = 4 * on_objects + outside
-        if score < best_score - 1e-9:
-            best, best_score = (int(round(dx)), int(round(dy))), score
-    return best
+    dirs = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)], np.float64)
+    steps = np.concatenate([k * dirs for k in (1, 2, 3)]) * np.array([sx, sy])  # (C, 2)
+    moved = boxes[None] + np.tile(steps, 2)[:, None, :]  # (C, N, 4)
+    on_objects = _overlap_area(moved[:, :, None, :], occ[None]).sum(axis=(1, 2))
+    area = (moved[..., 2] - moved[..., 0]) * (moved[..., 3] - moved[..., 1])
+    inside = _overlap_area(moved, np.array([0, 0, width, height], np.float64)).sum(axis=1)
+    outside = area.sum(axis=1) - inside
+    hidden = inside < 0.5 * area.sum(axis=1)
+    score = 4 * on_objects + outside + hidden * 1e3 * width * height * len(frames)
+    best = int(np.argmin(score))  # argmin: the first of equal scores
+    return int(round(steps[best, 0])), int(round(steps[best, 1]))
 
 
 def _shift(boxes: dict[int, tuple], dx: int, dy: int) -> dict[int, tuple]:

@@ -211,6 +211,7 @@ def write_video(path: str | Path, frames: np.ndarray | Iterable[np.ndarray], fps
                 raise ValueError("no frames to write")
             for packet in stream.encode():
                 out.mux(packet)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs are data others read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
