@@ -277,6 +277,65 @@ def merge(model: str = typer.Option(..., help="base model: hub id or folder"),
 
 # --- evaluation ----------------------------------------------------------------------------------------------
 
+@app.command("eval")
+def eval_(model: str = typer.Option(..., help="hub id or folder of the (base) model"),
+          adapter: Optional[Path] = typer.Option(None, help="PEFT LoRA folder applied on top of --model"),
+          model_name: Optional[str] = typer.Option(None, help="row label: pretrained | finetuned "
+                                                              "(default: finetuned with --adapter)"),
+          base_name: Optional[str] = typer.Option(None, help="with --adapter: also score the base model (adapter "
+                                                             "off) under this name, sharing vision features"),
+          questions: Path = typer.Option(..., help="questions JSONL (test split)"),
+          videos: Optional[Path] = typer.Option(None, help="rendered videos: DIR/<condition>/<video>.mp4"),
+          conditions: Optional[str] = typer.Option(None, help="comma-separated, e.g. plain,box,trajectory"),
+          backend: Optional[str] = typer.Option(None, help="hf | vllm (default: eval.backend)"),
+          out: Path = typer.Option(..., help="output folder: predictions/, results.json, results.csv"),
+          blind: Optional[bool] = typer.Option(None, "--blind/--no-blind", help="also the question without video"),
+          hint: Optional[bool] = typer.Option(None, "--hint/--no-hint", help="also the prompt that says in words "
+                                                                             "what the cue marks (+hint)"),
+          rule: Optional[str] = typer.Option(None, help="sum | mean | greedy: which score picks the answer"),
+          vllm_server: Optional[str] = typer.Option(None, help="URL of a running vLLM server (OpenAI API)"),
+          config: Optional[Path] = typer.Option(None, help="experiment YAML (frames, prompt, eval)"),
+          set_: list[str] = typer.Option([], "--set", help="override a config field"),
+          shard: Optional[str] = typer.Option(None, help="i/n: score every n-th video from i"),
+          limit: Optional[int] = typer.Option(None, help="only the first N questions"),
+          device: Optional[str] = typer.Option(None, help="cuda / cpu (default: cuda when present)")):
+    """Score every question under each condition; resumable predictions; results.json / results.csv."""
+    from cuelab.config import load_config
+    from cuelab.evaluate.metrics import format_table
+    from cuelab.evaluate.run import evaluate
+
+    overrides = list(set_) + ([f"eval.rule={rule}"] if rule else [])
+    if videos is None and [c for c in (_csv(conditions) or ["plain"]) if c != "blind"]:
+        raise typer.BadParameter("--videos is needed unless --conditions blind")
+    try:
+        cfg = load_config(config, overrides)
+        summary = evaluate(cfg, model, adapter, model_name, questions, videos, out, _csv(conditions), blind, hint,
+                           base_name=base_name, backend=backend, shard=_shard(shard), vllm_server=vllm_server,
+                           device=device, limit=limit)
+    except DataError as e:
+        _fail(e)
+    console.print(f"scored {summary['scored']} (failed {summary['failed']}, already there {summary['already']}) "
+                  f"in {summary['seconds']} s")
+    typer.echo(format_table(summary["results"]))
+    console.print(f"wrote {out}/predictions/, {out}/results.json, {out}/results.csv")
+
+
+@app.command()
+def results(predictions: Path = typer.Option(..., help="folder of <model>__<condition>.jsonl files"),
+            out: Path = typer.Option(..., help="output folder for results.json and results.csv")):
+    """Accuracy with 95% CIs per (model, condition, kind); each cue vs plain: clustered CI, exact McNemar p."""
+    from cuelab.evaluate.metrics import format_table, write_results
+
+    if not predictions.is_dir():
+        _fail(DataError("predictions folder not found", file=str(predictions)))
+    try:
+        payload = write_results(predictions, out)
+    except DataError as e:
+        _fail(e)
+    typer.echo(format_table(payload))
+    console.print(f"wrote {out}/results.json and {out}/results.csv")
+
+
 # --- attention -----------------------------------------------------------------------------------------------
 
 @app.command()

@@ -1,0 +1,304 @@
+"""The eval stage, top to bottom: questions -> per condition, per video: frames once -> every model and prompt
+variant scores the video's questions -> prediction lines appended -> results table.
+
+Resumable: each (model, condition) file is opened with the ids it already holds, and only missing questions
+are scored (a video whose questions are all done is not even decoded). A video that fails to load is recorded
+as failed for each of its questions. Backends: "hf" (transformers, cuelab.evaluate.hf) and "vllm"
+(cuelab.evaluate.vllm; run in the vLLM venv when this interpreter has no vllm).
+
+Importable inside the vLLM venv: no torch / pandas at module level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cuelab.config import ExperimentConfig
+from cuelab.errors import DataError
+from cuelab.evaluate.predictions import BLIND, PredictionFile, condition_name, predictions_path, record
+from cuelab.fsutil import read_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One prediction file's worth of work: which model (adapter on/off), which condition, which prompt."""
+
+    model: str  # name in the file (pretrained / finetuned)
+    condition: str  # rendered condition (or "blind")
+    hint: bool
+    adapter: bool  # adapter enabled (False: the base model)
+
+    @property
+    def blind(self) -> bool:
+        return self.condition == BLIND
+
+    @property
+    def label(self) -> str:
+        return condition_name(self.condition, self.blind, self.hint)
+
+
+def load_questions(path: str | Path) -> list[dict]:
+    """Question records; a record without id or video is a DataError naming the file and line (it cannot
+    be recorded); other defects are caught per question when it is scored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("questions file not found", file=str(path))
+    out, seen = [], set()
+    for n, q in enumerate(read_jsonl(path), 1):
+        for key in ("id", "video"):
+            if key not in q:
+                raise DataError(f"question on line {n} lacks a field", file=str(path), field=key)
+        if q["id"] in seen:
+            raise DataError(f"question id {q['id']!r} appears twice", file=str(path), video_id=q["video"],
+                            field="id")
+        seen.add(q["id"])
+        out.append(q)
+    return out
+
+
+def check_question(q: dict) -> str | None:
+    """Why this question cannot be scored, or None."""
+    ch = q.get("choices")
+    if not isinstance(ch, list) or len(ch) < 2 or not all(isinstance(c, str) and c for c in ch):
+        return "field 'choices': must be a list of at least 2 non-empty strings"
+    if len(set(ch)) != len(ch):
+        return "field 'choices': duplicate choices"
+    if not isinstance(q.get("answer_index"), int) or not 0 <= q["answer_index"] < len(ch):
+        return "field 'answer_index': not an index into choices"
+    if not isinstance(q.get("question"), str):
+        return "field 'question': missing"
+    return None
+
+
+def group_by_video(questions: list[dict], shard: tuple[int, int] = (0, 1)) -> list[tuple[str, list[dict]]]:
+    """[(video, its questions)] in first-appearance order; shard i/n keeps every n-th video from i."""
+    groups: dict[str, list[dict]] = {}
+    for q in questions:
+        groups.setdefault(q["video"], []).append(q)
+    i, n = shard
+    return [g for k, g in enumerate(groups.items()) if k % n == i]
+
+
+def variants(conditions: list[str], model_name: str, base_name: str | None, blind: bool,
+             hint: bool) -> list[Variant]:
+    conds = list(dict.fromkeys(c for c in conditions if c != BLIND)) + ([BLIND] if blind or BLIND in conditions
+                                                                          else [])
+    models = [(model_name, True)] + ([(base_name, False)] if base_name else [])
+    return [Variant(m, c, h, a) for c in conds for h in ([False, True] if hint else [False]) for m, a in models]
+
+
+def _round(xs):
+    return [round(float(x), 5) for x in xs] if xs is not None else None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def evaluate(cfg: ExperimentConfig, model_path, adapter=None, model_name: str | None = None, questions_path=None,
+             videos_root=None, out_dir=None, conditions: list[str] | None = None, blind: bool | None = None,
+             hint: bool | None = None, *, base_name: str | None = None, backend: str | None = None,
+             shard: tuple[int, int] = (0, 1), vllm_server: str | None = None, device: str | None = None,
+             limit: int | None = None, write_results: bool = True, progress: bool = True) -> dict:
+    """Score every question under every condition; append predictions; write results.json/csv in out_dir.
+
+    `adapter` (a LoRA folder) is scored as `model_name` (default "finetuned", else "pretrained"); with
+    `base_name` the base model (adapter off) is scored too in the same pass, sharing vision features."""
+    ec = cfg.eval
+    backend = backend or ec.backend
+    conditions = list(conditions if conditions is not None else ec.conditions)
+    blind = ec.blind if blind is None else blind
+    hint = ec.hint if hint is None else hint
+    model_name = model_name or ("finetuned" if adapter else "pretrained")
+    if base_name and not adapter:
+        raise DataError("base_name needs an adapter (the base is the model with the adapter off)", field="adapter")
+    out_dir, videos_root = Path(out_dir), Path(videos_root) if videos_root is not None else None
+    if backend == "vllm" and not (vllm_server or ec.vllm_server) and not _has_vllm():
+        summary = _run_in_vllm_venv(cfg, model_path, adapter, model_name, questions_path, videos_root, out_dir,
+                                    conditions, blind, hint, base_name, shard, limit)
+    else:
+        questions = load_questions(questions_path)[:limit]
+        summary = _evaluate(cfg, backend, model_path, adapter, model_name, base_name, questions, videos_root,
+                            out_dir, variants(conditions, model_name, base_name, blind, hint), shard,
+                            vllm_server or ec.vllm_server, device, progress)
+    if write_results:
+        from cuelab.evaluate.metrics import write_results as _write
+
+        summary["results"] = _write(out_dir / "predictions", out_dir)
+    return summary
+
+
+def _evaluate(cfg, backend, model_path, adapter, model_name, base_name, questions, videos_root, out_dir, vars_,
+              shard, server, device, progress) -> dict:
+    from tqdm import tqdm
+
+    from cuelab.video.io import find_video, sample_frames
+
+    files = {v: PredictionFile(predictions_path(out_dir, v.model, v.label, shard)) for v in vars_}
+    groups = group_by_video(questions, shard)
+    counts = {"scored": 0, "failed": 0, "already": 0}
+    scorer = None
+    t0 = time.time()
+    for cond in dict.fromkeys(v.condition for v in vars_):
+        cvars = [v for v in vars_ if v.condition == cond]
+        todo_groups = []
+        for vid, qs in groups:
+            todo = {v: files[v].todo(qs) for v in cvars}
+            counts["already"] += sum(len(qs) - len(t) for t in todo.values())
+            if any(todo.values()):
+                todo_groups.append((vid, todo))
+        if not todo_groups:
+            continue
+        if scorer is None:
+            scorer = make_backend(cfg, backend, model_path, adapter, server, device, videos_root)
+        bar = tqdm(todo_groups, desc=f"eval {cond}", unit="video", disable=not progress, file=sys.stderr)
+        for chunk in _chunks(bar, scorer.chunk):
+            jobs = []
+            for vid, todo in chunk:
+                frames, error = None, None
+                if cond != BLIND:
+                    try:
+                        folder = videos_root / cond
+                        frames = sample_frames(find_video(folder, vid), cfg.frames_eval.spec(), video_id=vid)
+                    except Exception as e:  # noqa: BLE001 - any unreadable video is recorded, never fatal
+                        error = f"{type(e).__name__}: {e}"
+                for v, qs in todo.items():
+                    bad = {q["id"]: check_question(q) for q in qs}
+                    fails = [record(q, v.model, v.label, error=error or bad[q["id"]]) for q in qs
+                             if error or bad[q["id"]]]
+                    if fails:
+                        files[v].append(fails)
+                        counts["failed"] += len(fails)
+                    good = [q for q in qs if not (error or bad[q["id"]])]
+                    if good:
+                        jobs.append((v, vid, cond, good, frames))
+            for (v, vid, cond_, good, frames), recs in zip(jobs, scorer.score_jobs(jobs)):
+                files[v].append(recs)
+                counts["scored"] += len(recs)
+    seconds = time.time() - t0
+    return {**counts, "seconds": round(seconds, 2), "backend": backend,
+            "files": sorted(str(f.path) for f in files.values())}
+
+
+def _chunks(it, n):
+    chunk = []
+    for x in it:
+        chunk.append(x)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Backends: score_jobs([(variant, video, condition, questions, frames)]) -> [[records]]
+# ---------------------------------------------------------------------------------------------------------------
+
+class HFBackend:
+    chunk = 1
+
+    def __init__(self, cfg: ExperimentConfig, model_path, adapter=None, device=None):
+        import torch
+
+        from cuelab.evaluate.hf import HFScorer, VisionCache, vision_is_adapted
+        from cuelab.model.load import load_model
+        from cuelab.model.speed import batch_vision_attention
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(cfg.seed)
+        self.model, self.processor = load_model(model_path, dtype=cfg.model.dtype,
+                                                attn_implementation=cfg.model.attn_implementation,
+                                                device=device, adapter=adapter)
+        batch_vision_attention(self.model)
+        self.has_adapter = adapter is not None
+        self.share_vision = not (self.has_adapter and vision_is_adapted(self.model))
+        self.rule = cfg.eval.rule
+        self.scorer = HFScorer(self.model, self.processor, question_first=cfg.model.question_first,
+                               system_prompt=cfg.model.system_prompt, vision_cache=VisionCache(size=2))
+
+    def score_jobs(self, jobs):
+        import contextlib
+
+        out = []
+        for v, vid, cond, qs, frames in jobs:
+            ctx = self.model.disable_adapter() if (self.has_adapter and not v.adapter) else contextlib.nullcontext()
+            key = None if frames is None else (vid, cond) if self.share_vision else (vid, cond, v.adapter)
+            with ctx:
+                prepared = self.scorer.prepare(qs, frames, hint=v.hint)
+                res = self.scorer.score(prepared, vision_key=key, greedy=self.rule == "greedy")
+            out.append([record(q, v.model, v.label, _round(r.scores), _round(r.mean_scores), r.choice(self.rule),
+                               rule=self.rule, backend="hf", answer_index=q.get("answer_index"),
+                               **({"greedy_index": r.greedy_index} if r.greedy_index is not None else {}))
+                        for q, r in zip(qs, res)])
+        return out
+
+
+def make_backend(cfg, backend, model_path, adapter, server, device, videos_root):
+    if backend == "hf":
+        return HFBackend(cfg, model_path, adapter, device)
+    if backend == "vllm":
+        from cuelab.evaluate.vllm import VLLMBackend
+
+        return VLLMBackend(cfg, model_path, adapter, server=server, videos_root=videos_root)
+    raise DataError(f"unknown backend {backend!r} (hf, vllm)", field="eval.backend")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# vLLM in its own venv
+# ---------------------------------------------------------------------------------------------------------------
+
+def _has_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def vllm_python() -> Path | None:
+    """The vLLM venv's interpreter: $CUELAB_VLLM_PYTHON or .venv-vllm/bin/python at the repo root."""
+    p = os.environ.get("CUELAB_VLLM_PYTHON")
+    cand = Path(p) if p else ROOT / ".venv-vllm" / "bin" / "python"
+    return cand if cand.is_file() else None
+
+
+def _run_in_vllm_venv(cfg, model_path, adapter, model_name, questions_path, videos_root, out_dir, conditions,
+                      blind, hint, base_name, shard, limit) -> dict:
+    py = vllm_python()
+    if py is None:
+        raise DataError("the vllm backend needs vLLM: run scripts/setup_vllm.sh (creates .venv-vllm) or set "
+                        "CUELAB_VLLM_PYTHON, or pass --vllm-server URL", field="eval.backend")
+    job = {"config": json.loads(cfg.model_dump_json()), "model_path": str(model_path),
+           "adapter": str(adapter) if adapter else None, "model_name": model_name,
+           "questions_path": str(questions_path), "videos_root": str(videos_root) if videos_root else None,
+           "out_dir": str(out_dir), "conditions": conditions, "blind": blind, "hint": hint, "base_name": base_name,
+           "shard": list(shard), "limit": limit}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [os.environ.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep))
+    with tempfile.TemporaryDirectory() as tmp:
+        job["summary_path"] = str(Path(tmp) / "summary.json")
+        proc = subprocess.run([str(py), "-m", "cuelab.evaluate.run", json.dumps(job)], env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the vLLM worker ({py}) failed with exit code {proc.returncode}; see its log above")
+        return json.loads(Path(job["summary_path"]).read_text())
+
+
+def _main(argv: list[str]) -> None:
+    """Worker entry (inside the vLLM venv): one JSON job on the command line; the summary goes to a file."""
+    job = json.loads(argv[0])
+    cfg = ExperimentConfig.model_validate(job["config"])
+    summary = evaluate(cfg, job["model_path"], job["adapter"], job["model_name"], job["questions_path"],
+                       job["videos_root"], job["out_dir"], job["conditions"], job["blind"], job["hint"],
+                       base_name=job["base_name"], backend="vllm", shard=tuple(job["shard"]), limit=job["limit"],
+                       write_results=False)
+    Path(job["summary_path"]).write_text(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
