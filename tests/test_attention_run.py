@@ -123,3 +123,34 @@ def test_no_usable_question_is_a_clear_error(data, tmp_path):
                                    "--videos", str(data / "videos"), "--annotations",
                                    str(data / "data" / "annotations.json"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "no test question has a target object with boxes" in " ".join(res.output.split())
+
+
+def test_a_model_that_looks_at_the_red_box_scores_high_lift(data, monkeypatch):
+    """Attention forced onto the tokens whose input patches hold the drawn red box (read from the model's own
+    pixel_values_videos): the measures must find it inside the object box and on the cue."""
+    import torch
+
+    import cuelab.attention.collect as collect
+    from cuelab.attention.run import measure_question
+    from cuelab.config import ExperimentConfig
+    from cuelab.model.load import load_model
+
+    def looks_at_red(model, inputs, video_token_id, per_head=False):
+        t, h, w = (int(x) for x in inputs["video_grid_thw"][0])
+        patches = inputs["pixel_values_videos"].reshape(t * h * w // 4, 4, 3, 2, 16, 16)  # token, 2x2, C, T, y, x
+        r, g, b = patches[:, :, 0], patches[:, :, 1], patches[:, :, 2]  # normalised to [-1, 1]
+        red = ((r > 0.6) & (g < -0.6) & (b < -0.6)).flatten(1).any(1)
+        row = torch.where(red, 1.0, 1e-3).numpy()
+        pos = np.flatnonzero(inputs["input_ids"][0].numpy() == video_token_id)
+        return np.stack([row, np.full_like(row, 1.0)]), np.array([0.5, 0.5]), pos
+
+    monkeypatch.setattr(collect, "attention_to_video", looks_at_red)
+    model, processor = load_model(data / "tiny", attn_implementation="eager")
+    tracks = load_annotations(data / "data" / "annotations.json").videos
+    q = json.loads((data / "questions.jsonl").read_text().splitlines()[0])
+    cfg = ExperimentConfig()
+    box, *_ = measure_question(model, processor, q, "box", tracks[q["video"]], data / "videos", cfg, None, False)
+    plain, *_ = measure_question(model, processor, q, "plain", tracks[q["video"]], data / "videos", cfg, None, False)
+    assert box["lift"][0] > 5 and box["cue_lift"][0] > 5  # layer 0: on the red box
+    assert box["lift"][1] == pytest.approx(1.0) and box["cue_lift"][1] == pytest.approx(1.0)  # layer 1: uniform
+    assert plain["lift"][0] == pytest.approx(1.0)  # no red in the plain video: nothing to look at

@@ -114,7 +114,7 @@ def _layer_values(rec: dict, metric: str, layer) -> float | None:
 
 
 def _r(x: float):
-    return None if x is None or not math.isfinite(x) else round(float(x), 6)
+    return None if x is None or not math.isfinite(x) else round(float(x), 6) + 0.0  # no "-0.0"
 
 
 def aggregate(records: list[dict], metrics: list[str] = METRICS) -> list[dict]:

@@ -32,7 +32,7 @@ def plot_lift_curves(results: dict, out_png: str | Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in results["rows"] if r["layer"] != "mean"]
-    models = sorted({r["model"] for r in rows})
+    models = sorted({r["model"] for r in rows}, key=lambda m: (m != "pretrained", m != "finetuned", m))
     conds = sorted({r["condition"] for r in rows}, key=lambda c: (c != "plain", c))
     fig, axes = plt.subplots(2, max(1, len(models)), figsize=(4.2 * max(1, len(models)), 6.4), squeeze=False,
                              sharex=True)
