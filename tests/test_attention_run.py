@@ -154,3 +154,20 @@ def test_a_model_that_looks_at_the_red_box_scores_high_lift(data, monkeypatch):
     assert box["lift"][0] > 5 and box["cue_lift"][0] > 5  # layer 0: on the red box
     assert box["lift"][1] == pytest.approx(1.0) and box["cue_lift"][1] == pytest.approx(1.0)  # layer 1: uniform
     assert plain["lift"][0] == pytest.approx(1.0)  # no red in the plain video: nothing to look at
+
+
+def test_a_condition_that_changes_the_frame_size_is_refused(data):
+    from cuelab.attention.run import measure_question
+    from cuelab.config import ExperimentConfig
+    from cuelab.errors import DataError
+    from cuelab.model.load import load_model
+
+    q = json.loads((data / "questions.jsonl").read_text().splitlines()[0])
+    v = read_video(data / "videos" / "plain" / f"{q['video']}.mp4")
+    write_video(data / "videos" / "wide" / f"{q['video']}.mp4", np.concatenate([v.frames, v.frames], axis=2), v.fps)
+    model, processor = load_model(data / "tiny", attn_implementation="eager")
+    tracks = load_annotations(data / "data" / "annotations.json").videos
+    with pytest.raises(DataError, match="changes the frames") as e:
+        measure_question(model, processor, q, "wide", tracks[q["video"]], data / "videos", ExperimentConfig(), None,
+                         False)
+    assert e.value.video_id == q["video"] and e.value.field == "condition"

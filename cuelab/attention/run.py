@@ -75,22 +75,22 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
     own = top_k(mean_rows, acfg.sink_tokens)
     sinks = np.asarray(plain_sinks, int).reshape(len(own), -1) if plain_sinks is not None else own
     cue_cov = obj_only = None
-    note = ""
     if condition != "plain":
         plain = sample_frames(find_video(Path(videos_root) / "plain", vid), spec, vid)
-        if plain.frames.shape == frames.frames.shape:
-            drawn = G.cue_pixels(frames.frames, plain.frames, acfg.cue_threshold)
-            cue_cov = G.mask_coverage(grid, drawn)
-            obj = G.boxes_mask(boxes, frames.resized_height, frames.resized_width)
-            obj_only = G.mask_coverage(grid, obj & ~drawn)
-        else:
-            note = "cued frames differ in size from the plain ones: no cue-pixel measures"
+        if plain.frames.shape != frames.frames.shape:
+            raise DataError(f"condition {condition!r} changes the frames ({frames.width}x{frames.height} vs plain "
+                            f"{plain.width}x{plain.height}, {frames.n} vs {plain.n} sampled): the object boxes do "
+                            "not map onto it", video_id=vid, field="condition")
+        drawn = G.cue_pixels(frames.frames, plain.frames, acfg.cue_threshold)
+        cue_cov = G.mask_coverage(grid, drawn)
+        obj = G.boxes_mask(boxes, frames.resized_height, frames.resized_width)
+        obj_only = G.mask_coverage(grid, obj & ~drawn)
     m = question_measures(rows, mass, box_cov, valid, sinks, cue_cov, obj_only)
     rec = {"question_id": q["id"], "video": vid, "kind": q.get("kind"), "target_object": str(q["target_object"]),
            "model": None, "condition": condition, "grid": [grid.t, grid.h, grid.w], "layers": len(mean_rows),
            "valid_tokens": int(valid.sum()), "box_share": round(float(box_cov[valid].mean()), 6),
            "cue_share": None if cue_cov is None else round(float(cue_cov.mean()), 6),
-           "sinks": own.tolist(), "sinks_used": "plain" if plain_sinks is not None else "own", "note": note}
+           "sinks": own.tolist(), "sinks_used": "plain" if plain_sinks is not None else "own"}
     rec.update({k: _r(v) for k, v in m.items()})
     return rec, mean_rows, frames, boxes
 
