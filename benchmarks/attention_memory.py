@@ -32,7 +32,7 @@ from cuelab.data.something_else import load_annotations  # noqa: E402
 from cuelab.data.synthetic import generate  # noqa: E402
 from cuelab.model.prompt import build_inputs  # noqa: E402
 from cuelab.model.tiny import build_tiny, preset_config, small_test_config  # noqa: E402
-from cuelab.video.io import find_video, read_video, sample_frames, write_video  # noqa: E402
+from cuelab.video.io import find_video, read_video, write_video  # noqa: E402
 
 
 def make_data(root: Path, n: int, seconds: float, workers: int) -> list[dict]:

@@ -79,7 +79,8 @@ def original_rect(grid: VideoGrid, frames, i: int, j: int) -> tuple[float, float
 
 def check_grid(grid: VideoGrid, frames) -> None:
     """The grid must match the sampled frames, or every mapping below is wrong."""
-    want = (frames.n // grid.temporal_patch, frames.resized_height // grid.cell_px, frames.resized_width // grid.cell_px)
+    c = grid.cell_px
+    want = (frames.n // grid.temporal_patch, frames.resized_height // c, frames.resized_width // c)
     if (grid.t, grid.h, grid.w) != want:
         raise ValueError(f"video grid {(grid.t, grid.h, grid.w)} does not match the sampled frames {want}")
 

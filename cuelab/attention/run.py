@@ -64,16 +64,11 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
     vp = processor.video_processor
     grid = G.VideoGrid.from_thw(inputs["video_grid_thw"][0], vp.patch_size, vp.merge_size, vp.temporal_patch_size)
     G.check_grid(grid, frames)
-    video_token = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
-    rows, mass, _ = attention_to_video(model, inputs, video_token, per_head)
-    mean_rows = rows.mean(1) if per_head else rows
 
     boxes = G.fill_pairs(grid, G.resized_boxes(tracks.tracks[str(q["target_object"])], frames, acfg.max_box_gap))
     box_cov, valid = G.boxes_coverage(grid, boxes)
     if not valid.any():
         raise DataError("the target object has no box near any sampled frame", video_id=vid, field="target_object")
-    own = top_k(mean_rows, acfg.sink_tokens)
-    sinks = np.asarray(plain_sinks, int).reshape(len(own), -1) if plain_sinks is not None else own
     cue_cov = obj_only = None
     if condition != "plain":
         plain = sample_frames(find_video(Path(videos_root) / "plain", vid), spec, vid)
@@ -85,6 +80,12 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
         cue_cov = G.mask_coverage(grid, drawn)
         obj = G.boxes_mask(boxes, frames.resized_height, frames.resized_width)
         obj_only = G.mask_coverage(grid, obj & ~drawn)
+
+    video_token = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    rows, mass, _ = attention_to_video(model, inputs, video_token, per_head)  # the only model call
+    mean_rows = rows.mean(1) if per_head else rows
+    own = top_k(mean_rows, acfg.sink_tokens)
+    sinks = np.asarray(plain_sinks, int).reshape(len(own), -1) if plain_sinks is not None else own
     m = question_measures(rows, mass, box_cov, valid, sinks, cue_cov, obj_only)
     rec = {"question_id": q["id"], "video": vid, "kind": q.get("kind"), "target_object": str(q["target_object"]),
            "model": None, "condition": condition, "grid": [grid.t, grid.h, grid.w], "layers": len(mean_rows),
