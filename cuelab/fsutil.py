@@ -12,11 +12,23 @@ from typing import Any, Iterable, Iterator
 from cuelab.errors import DataError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(fd: int) -> None:
+    """mkstemp makes 0600 files; give finished files the usual mode (0666 minus the umask)."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    default_mode(fd)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -167,6 +167,64 @@ def stage_train(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     return {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
 
 
+def finetuned_model(cfg: ExperimentConfig, paths: RunPaths) -> tuple[str, str | None]:
+    """(model path, adapter path or None) of the fine-tuned model written by the train stage."""
+    final = paths.models / "finetune" / "final"
+    if (final / "adapter_config.json").exists():
+        return base_model_path(cfg, paths), str(final)
+    return str(final), None
+
+
+def stage_eval(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    from cuelab.evaluate.run import evaluate
+
+    questions = paths.questions / "test.jsonl"
+    base = base_model_path(cfg, paths)
+    models = cfg.eval.models
+    summary: dict = {}
+    if "finetuned" in models:
+        path, adapter = finetuned_model(cfg, paths)
+        # with an adapter, the pretrained model is scored in the same pass (adapter off, vision features shared)
+        both = adapter is not None and "pretrained" in models
+        summary["finetuned"] = evaluate(cfg, path, adapter=adapter, model_name="finetuned",
+                                        base_name="pretrained" if both else None, questions_path=questions,
+                                        videos_root=paths.videos, out_dir=paths.root, write_results=False)
+        if "pretrained" in models and not both:
+            summary["pretrained"] = evaluate(cfg, base, model_name="pretrained", questions_path=questions,
+                                             videos_root=paths.videos, out_dir=paths.root, write_results=False)
+    elif "pretrained" in models:
+        summary["pretrained"] = evaluate(cfg, base, model_name="pretrained", questions_path=questions,
+                                         videos_root=paths.videos, out_dir=paths.root, write_results=False)
+    from cuelab.evaluate.metrics import format_table, write_results
+
+    results = write_results(paths.predictions, paths.root)
+    console.print(format_table(results))
+    return {"questions": results["questions"], "failed": results["failed"]}
+
+
+def stage_attention(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    if not cfg.attention.enabled:
+        return {"skipped": "attention.enabled is false"}
+    from cuelab.attention.run import ModelSpec, run_attention
+
+    _, annotations, _ = dataset_files(cfg, paths)
+    specs = []
+    if "pretrained" in cfg.attention.models:
+        specs.append(ModelSpec("pretrained", base_model_path(cfg, paths)))
+    if "finetuned" in cfg.attention.models:
+        path, adapter = finetuned_model(cfg, paths)
+        specs.append(ModelSpec("finetuned", path, adapter))
+    results = run_attention(cfg, specs, paths.questions / "test.jsonl", paths.videos, annotations, paths.attention)
+    return {"rows": len(results.get("rows", []))}
+
+
+def stage_report(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    from cuelab.report.build import build_report
+
+    md, html = build_report(cfg, paths)
+    return {"report": str(md), "html": str(html) if html else None}
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -181,6 +239,9 @@ STAGES: list[Stage] = [
     Stage("model", ("model",), stage_model),
     Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain),
     Stage("train", ("train", "frames_train"), stage_train),
+    Stage("eval", ("eval", "frames_eval"), stage_eval),
+    Stage("attention", ("attention", "frames_eval"), stage_attention),
+    Stage("report", ("report",), stage_report),
 ]
 
 

@@ -34,6 +34,18 @@ def versions() -> dict:
     return out
 
 
+def condition_order(conditions: set[str]) -> list[str]:
+    """plain first, then the cues (controls last), then the blind and hint variants."""
+    controls = ("wrong_object", "shifted")
+    def key(c: str):
+        return ("blind" in c, "+hint" in c, c != "plain", c.split("+")[0] in controls, c)
+    return sorted(conditions, key=key)
+
+
+def _num(x, fmt: str = "{:.2f}") -> str:
+    return "" if x is None or (isinstance(x, float) and pd.isna(x)) else fmt.format(x)
+
+
 def _fmt_pct(x) -> str:
     return "" if x is None or pd.isna(x) else f"{100 * x:.1f}"
 
@@ -53,3 +65,276 @@ def rel(path: Path, base: Path) -> str:
         import os
 
         return os.path.relpath(path.resolve(), base.resolve())
+
+
+# --- sections --------------------------------------------------------------------------------------------------
+
+def _ci(acc, lo, hi) -> str:
+    if acc is None or pd.isna(acc):
+        return ""
+    return f"{_fmt_pct(acc)} [{_fmt_pct(lo)}, {_fmt_pct(hi)}]"
+
+
+def section_data(cfg, paths) -> list[str]:
+    out = ["## Data and questions", ""]
+    synth = paths.dataset / "synth_summary.json"
+    if cfg.data.source == "synthetic" and synth.exists():
+        s = load_json(synth)
+        sc = s.get("config", {})
+        out.append(f"Synthetic dataset: {s['videos']} videos ({sc.get('width')}x{sc.get('height')}, "
+                   f"{sc.get('fps')} fps, {sc.get('min_objects')}-{sc.get('max_objects')} objects a scene), "
+                   f"{s['templates']} templates, {s['object_names']} object names, seed {sc.get('seed')}.")
+    else:
+        out.append(f"Real data: labels `{cfg.data.labels}`, boxes `{cfg.data.annotations}`, videos "
+                   f"`{cfg.data.videos}`.")
+    mf = paths.questions / "manifest.json"
+    if mf.exists():
+        m = load_json(mf)
+        per_kind = m.get("per_kind", {})
+        kinds = sorted({k for split in per_kind.values() for k in split})
+        rows = [[split] + [per_kind[split].get(k, 0) for k in kinds] + [sum(per_kind[split].values())]
+                for split in ("train", "test") if split in per_kind]
+        df = pd.DataFrame(rows, columns=["split", *kinds, "total"])
+        vids = m.get("videos", {})
+        out += ["", f"Questions: {vids.get('train', '?')} training and {vids.get('test', '?')} test videos "
+                    f"(split by video, seeded, stratified by verb).", "", md_table(df), ""]
+        share = m.get("answer_positions", {}).get("share")
+        if share:
+            out.append("Answer position (A-D): " + ", ".join(f"{100 * x:.1f}%" for x in share) + ".")
+        sanity = m.get("sanity", {})
+        if sanity:
+            bad = {k: v for k, v in sanity.items() if v}
+            out.append("Sanity counts (duplicate choices, answer repeated, answer in question, ...): "
+                       + ("all zero." if not bad else json.dumps(bad)))
+        dropped = {k: v for k, v in m.get("dropped", {}).items() if v}
+        if dropped:
+            out.append("Dropped: " + "; ".join(f"{k}: " + ", ".join(f"{r} {n}" for r, n in v.items())
+                                               for k, v in dropped.items()) + ".")
+    return out + [""]
+
+
+def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
+    from cuelab.pipeline import conditions_needed, dataset_files
+    from cuelab.video.preview import make_preview
+
+    test = paths.questions / "test.jsonl"
+    if not test.exists() or not paths.videos.exists():
+        return []
+    _, annotations, videos = dataset_files(cfg, paths)
+    vids = list(dict.fromkeys(q["video"] for q in read_jsonl(test)))[: cfg.report.previews]
+    out = ["## What the model sees", "",
+           "Each video is rendered once per condition through the same decode -> encode path "
+           "(libx264, crf %d); a contact sheet and an animation per video:" % cfg.render.crf, ""]
+    for vid in vids:
+        try:
+            gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg), fig_dir / "previews")
+        except Exception as e:  # a preview is decoration: report it, keep the report
+            out.append(f"(preview of video {vid} failed: {e})")
+            continue
+        out += [f"![contact sheet of video {vid}]({rel(png, paths.report)})", "",
+                f"![animation of video {vid}]({rel(gif, paths.report)})", ""]
+    return out
+
+
+def _accuracy_tables(results: dict) -> list[str]:
+    acc = pd.DataFrame(results.get("accuracy", []))
+    if acc.empty:
+        return ["No predictions yet."]
+    out = []
+    kinds = [k for k in KIND_ORDER if k in set(acc["kind"])]
+    cond_order = condition_order(set(acc["condition"]))
+    for model in [m for m in ("pretrained", "finetuned") if m in set(acc["model"])] + \
+            sorted(set(acc["model"]) - {"pretrained", "finetuned"}):
+        sub = acc[acc["model"] == model]
+        rows = []
+        for cond in [c for c in cond_order if c in set(sub["condition"])]:
+            row = {"condition": cond}
+            for k in kinds:
+                r = sub[(sub["condition"] == cond) & (sub["kind"] == k)]
+                row[f"{k} % [95% CI]"] = _ci(*r[["accuracy", "ci_low", "ci_high"]].iloc[0]) if len(r) else ""
+            r_all = sub[(sub["condition"] == cond) & (sub["kind"] == "all")]
+            row["n"] = int(r_all["n"].iloc[0]) if len(r_all) else ""
+            row["failed"] = int(r_all["failed"].iloc[0]) if len(r_all) and "failed" in r_all else ""
+            rows.append(row)
+        out += [f"**{model.capitalize()}**", "", md_table(pd.DataFrame(rows)), ""]
+    return out
+
+
+def _paired_table(results: dict) -> list[str]:
+    comp = pd.DataFrame(results.get("comparisons", []))
+    if comp.empty:
+        return []
+    comp = comp[comp["kind"] == "all"]
+    rows = []
+    for _, r in comp.iterrows():
+        a = f"{r['model']} {r['condition']}"
+        b = f"{r['vs_model']} {r['vs_condition']}"
+        rows.append({"A": a, "B": b, "n": int(r["n"]), "A - B (points)": f"{100 * r['diff']:+.1f}",
+                     "95% CI (clustered by video)": f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]",
+                     "only A right": int(r["only_a"]), "only B right": int(r["only_b"]),
+                     "McNemar p (exact)": f"{r['mcnemar_p']:.3g}"})
+    return ["### Paired comparisons (same questions)", "",
+            "Each cue against plain with the same model, and the fine-tuned model against the pretrained one "
+            "under the same condition. The CI of the difference is clustered by video; the p-value is "
+            "McNemar's exact test on the discordant pairs.", "", md_table(pd.DataFrame(rows)), ""]
+
+
+def _bar_chart(results: dict, out_png: Path) -> Path | None:
+    acc = pd.DataFrame(results.get("accuracy", []))
+    if acc.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = [m for m in ("pretrained", "finetuned") if m in set(acc["model"])] or sorted(set(acc["model"]))
+    kinds = [k for k in KIND_ORDER if k in set(acc["kind"])]
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        sub = acc[acc["model"] == model]
+        conds = condition_order(set(sub["condition"]))
+        width = 0.8 / max(1, len(conds))
+        for i, cond in enumerate(conds):
+            vals, err = [], [[], []]
+            for k in kinds:
+                r = sub[(sub["condition"] == cond) & (sub["kind"] == k)]
+                a = float(r["accuracy"].iloc[0]) if len(r) else np.nan
+                vals.append(a)
+                err[0].append(a - float(r["ci_low"].iloc[0]) if len(r) else 0)
+                err[1].append(float(r["ci_high"].iloc[0]) - a if len(r) else 0)
+            ax.bar(np.arange(len(kinds)) + i * width - 0.4 + width / 2, vals, width, yerr=err, capsize=2,
+                   label=cond)
+        ax.axhline(0.25, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(len(kinds)), kinds)
+        ax.set_title(model)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy (95% CI)")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def _per_verb(paths) -> list[str]:
+    from cuelab.evaluate.metrics import load_predictions
+
+    test = paths.questions / "test.jsonl"
+    if not paths.predictions.exists() or not test.exists():
+        return []
+    df = load_predictions(paths.predictions)
+    if df.empty:
+        return []
+    verbs = {q["id"]: q.get("verb") for q in read_jsonl(test)}
+    df = df[~df["failed"]].assign(verb=df["question_id"].map(verbs))
+    table = df.groupby(["verb", "model", "condition"])["correct"].agg(["mean", "size"]).reset_index()
+    table["cell"] = table.apply(lambda r: f"{100 * r['mean']:.0f} ({int(r['size'])})", axis=1)
+    wide = table.pivot_table(index="verb", columns=["model", "condition"], values="cell", aggfunc="first")
+    wide.columns = [f"{m} {c}" for m, c in wide.columns]
+    wide = wide.reset_index()
+    return ["### Accuracy per verb", "", "Percent correct over all questions of videos with that verb "
+            "(number of questions in brackets).", "", md_table(wide.fillna("")), ""]
+
+
+def section_results(cfg, paths, fig_dir: Path) -> list[str]:
+    res_path = paths.root / "results.json"
+    if not res_path.exists():
+        return ["## Results", "", "No evaluation results in this run (the eval stage has not run).", ""]
+    results = load_json(res_path)
+    out = ["## Results", "",
+           f"Accuracy in percent with 95% Wilson intervals, in the first study's form: one table per model, "
+           f"a row per condition. `blind` asks the same questions with no video (what text alone gives away). "
+           f"The answer is constrained to the four choices ({cfg.eval.backend} backend, rule `{cfg.eval.rule}`). "
+           f"{results.get('questions', 0)} predictions, {results.get('failed', 0)} failed.", ""]
+    out += _accuracy_tables(results)
+    out += _paired_table(results)
+    png = _bar_chart(results, fig_dir / "accuracy.png")
+    if png:
+        out += [f"![accuracy per kind and condition]({rel(png, paths.report)})", ""]
+    out += _per_verb(paths)
+    return out
+
+
+def section_attention(cfg, paths) -> list[str]:
+    res = paths.attention / "attention_results.json"
+    if not res.exists():
+        return []
+    results = load_json(res)
+    rows = pd.DataFrame(results.get("rows", []))
+    out = ["## Attention: does the model look inside the cue?", "",
+           "Attention from the position that predicts the answer to every video token, per layer (heads "
+           "averaged). *Lift* = attention mass inside the question's object box divided by the box's share of the "
+           "frame (1 = no preference); *without sinks* leaves out the few tokens that draw attention regardless "
+           f"of content ({results.get('settings', {}).get('sink_tokens')} tokens). "
+           f"{results.get('settings', {}).get('questions')} test questions.", ""]
+    if not rows.empty:
+        mean = rows[rows["layer"].astype(str) == "mean"]
+        table = pd.DataFrame({
+            "model": mean["model"], "condition": mean["condition"], "questions": mean["questions"],
+            "lift (mean over layers) [95% CI]": [
+                f"{_num(r['lift'])} [{_num(r['lift_lo'])}, {_num(r['lift_hi'])}]" if _num(r["lift"]) else ""
+                for _, r in mean.iterrows()],
+            "lift without sinks [95% CI]": [
+                f"{_num(r['lift_ns'])} [{_num(r['lift_ns_lo'])}, {_num(r['lift_ns_hi'])}]" if _num(r["lift_ns"])
+                else "" for _, r in mean.iterrows()],
+            "mass on cue pixels": [_num(r.get("cue_mass"), "{:.3f}") for _, r in mean.iterrows()],
+        })
+        out += [md_table(table), ""]
+    png = paths.attention / "attention_lift.png"
+    if png.exists():
+        out += [f"![lift per layer]({rel(png, paths.report)})", ""]
+    overlays = sorted((paths.attention / "overlays").glob("*.gif"))[:4]
+    if overlays:
+        out += ["Attention overlays (plain beside cued; the object's box outlined):", ""]
+        out += [f"![{p.stem}]({rel(p, paths.report)})" for p in overlays] + [""]
+    return out
+
+
+def section_problems(paths) -> list[str]:
+    out = []
+    for name, path in (("render", paths.videos / "errors.jsonl"), ("attention", paths.attention / "errors.jsonl")):
+        if path.exists():
+            rows = list(read_jsonl(path, skip_partial=True))
+            if rows:
+                out.append(f"- {name}: {len(rows)} skipped (see `{rel(path, paths.root)}`), e.g. "
+                           f"{rows[0].get('video_id')}: {rows[0].get('reason')}")
+    return (["## Skipped inputs", ""] + out + [""]) if out else []
+
+
+def section_provenance(cfg, paths) -> list[str]:
+    import yaml
+
+    from cuelab.config import _jsonable
+
+    v = versions()
+    return ["## Config and versions", "",
+            "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val), "",
+            "```yaml", yaml.safe_dump(_jsonable(cfg), sort_keys=False).rstrip(), "```", ""]
+
+
+def build_report(cfg, paths) -> tuple[Path, Path | None]:
+    """Write report/report.md (+ report.html, self-contained) for the run at `paths`."""
+    paths.report.mkdir(parents=True, exist_ok=True)
+    fig_dir = paths.report / "figures"
+    lines = [f"# {cfg.report.title}: {cfg.name}", "",
+             "Do visual cues (boxes, trajectories, ...) drawn on the frames help a video VLM answer questions "
+             "about the marked object? Plain and cued versions of the same test videos, the same questions, "
+             f"the model `{cfg.model.name_or_path if cfg.model.tiny is None else 'tiny Qwen3-VL (built locally)'}`"
+             " before and after LoRA fine-tuning on plain + cued videos.", ""]
+    lines += section_results(cfg, paths, fig_dir)
+    lines += section_attention(cfg, paths)
+    lines += section_data(cfg, paths)
+    lines += section_previews(cfg, paths, fig_dir)
+    lines += section_problems(paths)
+    lines += section_provenance(cfg, paths)
+    md = paths.report / "report.md"
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(md, text)
+    html = None
+    if cfg.report.html:
+        html = paths.report / "report.html"
+        atomic_write_text(html, markdown_to_html(text, paths.report, f"{cfg.report.title}: {cfg.name}"))
+    return md, html
