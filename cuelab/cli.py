@@ -408,6 +408,26 @@ def run(config: Path = typer.Argument(..., help="experiment YAML"),
 
 
 @app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run folder (holding config.yaml)"),
+           set_: list[str] = typer.Option([], "--set", help="override a config field")):
+    """Merge every prediction file of a run (shards included) into results.json/csv and write the report."""
+    from cuelab.config import load_config
+    from cuelab.evaluate.metrics import format_table, write_results
+    from cuelab.pipeline import RunPaths
+    from cuelab.report.build import build_report
+
+    try:
+        cfg = load_config(run_dir / "config.yaml", set_ + [f"output_dir={run_dir}"])
+    except DataError as e:
+        _fail(e)
+    paths = RunPaths(run_dir)
+    if paths.predictions.exists():
+        typer.echo(format_table(write_results(paths.predictions, paths.root)))
+    md, html = build_report(cfg, paths)
+    console.print(f"wrote {md}" + (f" and {html}" if html else ""))
+
+
+@app.command()
 def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test suite runs"),
          out: Optional[Path] = typer.Option(None, help="run folder (default: the config's output_dir)"),
          set_: list[str] = typer.Option([], "--set", help="override a config field")):

@@ -72,3 +72,25 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert (img.sum(-1) > 700).mean() > 0.5 and (img.sum(-1) < 200).mean() > 0.005
     colourful = (img.max(-1) - img.min(-1)) > 80
     assert colourful.mean() > 0.002
+
+
+def test_report_command_merges_shards_and_writes_the_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from cuelab.cli import app
+    from cuelab.config import save_config
+
+    paths = _fake_run(tmp_path)
+    # split one prediction file into two shard files: `cuelab report` merges them
+    f = paths.predictions / "finetuned__plain.jsonl"
+    lines = f.read_text().splitlines(keepends=True)
+    (paths.predictions / "finetuned__plain.shard0of2.jsonl").write_text("".join(lines[:30]))
+    (paths.predictions / "finetuned__plain.shard1of2.jsonl").write_text("".join(lines[30:]))
+    before = (paths.root / "results.json").read_text()
+    f.unlink()
+    (paths.root / "results.json").unlink()
+    save_config(load_config(None, [f"output_dir={tmp_path}", "model.tiny={}"]), tmp_path / "config.yaml")
+    r = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert (paths.root / "results.json").read_text() == before
+    assert (paths.report / "report.html").exists()
