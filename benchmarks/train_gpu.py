@@ -6,8 +6,9 @@ Rows, measured in the same process on the same batches:
 - baseline: plain transformers + peft: `model(**batch, labels=...)` (logits of every token), gradient
   checkpointing, torch AdamW, the vision encoder's per-frame-pair attention calls.
 - cuelab: what `cuelab train` runs on a GPU (cuelab.model.train.prepare_model / AnswerLoss / make_optimizer):
-  batched vision attention, logits only at answer positions, no checkpointing, fused AdamW.
-- cuelab + checkpointing: the same with gradient checkpointing (less memory, for larger batches).
+  batched vision attention, logits only at answer positions, no checkpointing, fused AdamW, each LLM
+  decoder layer compiled (torch.compile, dynamic shapes).
+- cuelab_nocompile: the same without torch.compile; cuelab_gc: with gradient checkpointing (less memory).
 
 Also checks the two paths give the same loss on the same batch with dropout off (bf16 noise expected).
 
@@ -101,7 +102,7 @@ def build(variant: str, device):
         def loss_of(batch):
             return model(**batch).loss
     else:
-        tc = TrainConfig(gradient_checkpointing=variant.endswith("gc"))
+        tc = TrainConfig(gradient_checkpointing=variant.endswith("_gc"), compile=variant != "cuelab_nocompile")
         model, groups = prepare_model(model, tc, device, "sdpa")
         opt = make_optimizer(groups, tc, device)
         params = [p for g in groups for p in g["params"]]
@@ -132,7 +133,8 @@ def build(variant: str, device):
     return step, eval_loss, sum(p.numel() for p in params), (model, opt)
 
 
-def run_variant(variant: str, batches: list[dict], warmup: int, steps: int, device) -> dict:
+def run_variant(variant: str, batches: list[dict], warmup: int, steps: int, device,
+                profile: bool = False) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     step, eval_loss, n_params, keep = build(variant, device)
@@ -147,6 +149,17 @@ def run_variant(variant: str, batches: list[dict], warmup: int, steps: int, devi
     torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t0) / steps
     peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+            for i in range(2):
+                step(batches[i % len(batches)])
+            torch.cuda.synchronize(device)
+        print(p.key_averages().table(sort_by="self_cuda_time_total", row_limit=30, max_name_column_width=60))
+        events = p.key_averages()
+        gpu = sum(e.self_device_time_total for e in events) / 2 / 1000
+        print(f"{variant}: GPU busy {gpu:.0f} ms a step of {dt * 1000:.0f} ms", flush=True)
     del step, eval_loss, keep
     gc.collect()
     torch.cuda.empty_cache()
@@ -162,7 +175,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--variants", default="baseline,cuelab,cuelab_gc")
+    ap.add_argument("--variants", default="baseline,cuelab")
+    ap.add_argument("--profile", default="", help="comma list of variants to profile (2 steps)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda")
@@ -177,7 +191,7 @@ def main() -> None:
 
     rows = []
     for v in args.variants.split(","):
-        r = run_variant(v, batches, args.warmup, args.steps, device)
+        r = run_variant(v, batches, args.warmup, args.steps, device, profile=v in args.profile.split(","))
         print(json.dumps(r), flush=True)
         rows.append(r)
     base = next((r for r in rows if r["variant"] == "baseline"), rows[0])
@@ -204,7 +218,8 @@ def main() -> None:
              f"steps on the same 4 batches for every row; transformers {transformers.__version__}. "
              "baseline = transformers + peft with gradient checkpointing and logits of every token; "
              "cuelab = the path `cuelab train` takes on a GPU (batched vision attention, answer-only logits, "
-             "no checkpointing, fused AdamW); cuelab_gc = the same with gradient checkpointing.")
+             "no checkpointing, fused AdamW, compiled decoder layers); cuelab_nocompile = the same without torch.compile; "
+             "cuelab_gc = with gradient checkpointing.")
     section = args.out / "section.md"
     section.unlink(missing_ok=True)
     append_results("train_gpu: LoRA training step, Qwen3-VL-2B architecture", table, notes, path=section)

@@ -142,6 +142,7 @@ class TrainConfig(Section):
     seed: int = 0
     bf16: Literal["auto", "on", "off"] = "auto"
     gradient_checkpointing: bool = False
+    compile: bool = True  # on a GPU: torch.compile each LLM decoder layer (dynamic shapes; benchmarks/RESULTS.md)
     save_steps: int = 200
     log_steps: int = 10
     num_workers: int = 0

@@ -90,11 +90,11 @@ def _synthetic_sentences() -> list[str]:
     return out
 
 
-def tiny_corpus(extra_texts: Iterable[str] = ()) -> list[str]:
+def tiny_corpus(extra_texts: Iterable[str] = (), synthetic: bool = True) -> list[str]:
     """Training text for the tiny tokenizer: the project's vocabulary, the synthetic templates filled with
     object names, numbers and timestamps, and `extra_texts` (e.g. the run's question texts)."""
     words = _WORDS.split()
-    texts = list(_SENTENCES) + _synthetic_sentences()
+    texts = list(_SENTENCES) + (_synthetic_sentences() if synthetic else [])
     texts += [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
     texts += words + [w.capitalize() for w in words] + [f" {w}" for w in words]
     texts += [f"<{t / 10:.1f} seconds>" for t in range(0, 200, 5)] + [str(i) for i in range(100)]
@@ -288,7 +288,8 @@ def qwen_id_processor(cfg: TinyModelConfig | None = None):
     ids (151643...): prompts from it fit the real 2B/4B configs without the real tokenizer files (GPU
     benchmarks). The padding entries are never produced (no merge leads to them)."""
     cfg = cfg or TinyModelConfig()
-    vocab, merges = train_bpe(tiny_corpus(), cfg.vocab_size - len(QWEN_SPECIAL_TOKENS))
+    # (no synthetic templates: their module needs PyAV, which GPU machines may lack)
+    vocab, merges = train_bpe(tiny_corpus(synthetic=False), cfg.vocab_size - len(QWEN_SPECIAL_TOKENS))
     for i in range(len(vocab), 151643):
         vocab[f"<|unused_{i}|>"] = i
     return build_processor(qwen_tokenizer(vocab, merges))
