@@ -161,10 +161,16 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
 
 
 def _pool_context():
-    """fork where there is one (Linux): workers start at once and a calling script needs no __main__ guard.
-    Rendering runs before any model stage, so no OpenMP/torch threads exist yet to make fork unsafe."""
+    """forkserver: workers are forked from a clean server process that preloaded this module. Plain fork
+    deadlocked here: a parent that had used OpenCV's thread pool left its locks held in the child (seen in
+    cv2.setNumThreads). Like every non-fork start method, a script calling render_videos needs the
+    `if __name__ == "__main__":` guard."""
     methods = mp.get_all_start_methods()
-    return mp.get_context("fork" if "fork" in methods else methods[0])
+    if "forkserver" not in methods:
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["cuelab.video.render"])
+    return ctx
 
 
 def _run_pool(tasks: list[tuple], workers: int, collect) -> None:

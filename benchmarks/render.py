@@ -1,0 +1,192 @@
+"""Render throughput: frames/s of a bare decode + encode of the same clips (the floor, measured in the same
+run) and of each cue through `render_videos`, with 1 and 2 workers; then the acceptance run (200 synthetic
+videos under plain, box and trajectory).
+
+    python benchmarks/render.py                      # 60 synthetic clips + the real SSv2 WebM, appends RESULTS.md
+    python benchmarks/render.py --clips 20 --reps 1 --no-append --no-acceptance   # a quick look
+
+Targets (issue 4): each cue costs at most 15% over the floor; 2 workers give at least 1.8x.
+The machine's cores may be shared: every number is the best of --reps runs, the runs interleaved so that
+a busy spell hits every condition alike, and the load average is printed beside the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.results import append_results, markdown_table  # noqa: E402
+from cuelab.config import SyntheticConfig  # noqa: E402
+from cuelab.data.something_else import VideoTracks, load_annotations  # noqa: E402
+from cuelab.video.cues import CUES  # noqa: E402
+from cuelab.video.io import find_video, read_video, write_video  # noqa: E402
+from cuelab.video.render import _init_worker, _pool_context, render_videos  # noqa: E402
+
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "ssv2" / "166766.webm"
+
+
+# --- the floor: decode + encode, nothing else ------------------------------------------------------------------
+
+def _bare_one(args) -> int:
+    src, dest, wide = args
+    v = read_video(src)
+    frames = np.concatenate([v.frames, v.frames], axis=2) if wide else v.frames
+    write_video(dest, frames, v.fps)
+    return v.n_frames
+
+
+def bare(paths: list[Path], out: Path, workers: int, wide: bool = False) -> tuple[float, int]:
+    """Seconds and frames for decoding and re-encoding every clip (`wide`: encode it twice as wide, the floor
+    of side_by_side)."""
+    tasks = [(str(p), str(out / f"{p.stem}.mp4"), wide) for p in paths]
+    t0 = time.perf_counter()
+    if workers <= 1:
+        n = sum(map(_bare_one, tasks))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker) as pool:
+            n = sum(pool.map(_bare_one, tasks, chunksize=1))
+    return time.perf_counter() - t0, n
+
+
+def cue_run(videos: Path, ann: dict[str, VideoTracks], cues: list[str], out: Path, workers: int) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    s = render_videos(videos, ann, cues, out, workers=workers, progress=False)
+    assert s["failed"] == 0, s
+    return time.perf_counter() - t0, s["frames"]
+
+
+# --- data ------------------------------------------------------------------------------------------------------
+
+def synthetic(dest: Path, n: int, seed: int = 0) -> tuple[Path, dict[str, VideoTracks]]:
+    from cuelab.data.synthetic import generate
+
+    generate(SyntheticConfig(videos=n, seed=seed, gaps=0.1), dest)
+    return dest / "videos", load_annotations(dest / "annotations.json").videos
+
+
+def webm_fixture(dest: Path, copies: int) -> tuple[Path, dict[str, VideoTracks]] | None:
+    """The real SSv2 WebM (VP9, 427x240, 49 frames), as `copies` clips. It has no Something-Else boxes, so a
+    box of a quarter of the frame sweeps across it (what is timed is drawing, not where)."""
+    if not FIXTURE.exists():
+        return None
+    dest.mkdir(parents=True, exist_ok=True)
+    n = read_video(FIXTURE).n_frames
+    ann = {}
+    for i in range(copies):
+        vid = f"ssv2_{i}"
+        shutil.copy(FIXTURE, dest / f"{vid}.webm")
+        track = {t: (20.0 + 6 * t, 60.0, 127.0 + 6 * t, 120.0) for t in range(n)}
+        ann[vid] = VideoTracks(vid, {"0": track, "1": {t: (300.0, 150.0, 380.0, 220.0) for t in range(n)}})
+    return dest, ann
+
+
+# --- measurement -----------------------------------------------------------------------------------------------
+
+def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str], workers: list[int], reps: int,
+            tmp: Path) -> tuple[list[list], dict]:
+    paths = [find_video(videos, v) for v in sorted(ann)]
+    configs = [("floor", w) for w in workers] + [("floor_wide", w) for w in workers]
+    configs += [(c, w) for c in cues for w in workers] + [("all_cues", w) for w in workers]
+    best: dict[tuple[str, int], tuple[float, int]] = {}
+    for rep in range(reps):
+        for cond, w in configs:
+            out = tmp / f"{name}_{cond}_{w}_{rep}"
+            if cond.startswith("floor"):
+                sec, n = bare(paths, out, w, wide=cond == "floor_wide")
+            else:
+                sec, n = cue_run(videos, ann, cues if cond == "all_cues" else [cond], out, w)
+            shutil.rmtree(out, ignore_errors=True)
+            if (cond, w) not in best or sec < best[(cond, w)][0]:
+                best[(cond, w)] = (sec, n)
+        print(f"  {name}: rep {rep + 1}/{reps} done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    fps = {k: n / sec for k, (sec, n) in best.items()}
+    rows = []
+    for cond in ["floor"] + cues + ["all_cues"]:
+        row = [name, cond]
+        for w in workers:
+            floor = fps[("floor_wide" if cond == "side_by_side" else "floor", w)]
+            f = fps[(cond, w)]
+            cost = "-" if cond == "floor" else (f"{(floor / f - 1) * 100:+.1f}%" if cond != "all_cues" else "")
+            row += [f"{f:.0f}", cost]
+        if len(workers) > 1:
+            row.append(f"{fps[(cond, workers[-1])] / fps[(cond, workers[0])]:.2f}x")
+        rows.append(row)
+    sep_time = sum(best[(c, workers[0])][0] for c in cues)
+    info = {"all_vs_separate": best[("all_cues", workers[0])][0] / sep_time, "frames": best[("floor", workers[0])][1],
+            "floor_wide_1": fps[("floor_wide", workers[0])]}
+    return rows, info
+
+
+def acceptance(tmp: Path, workers: int) -> dict:
+    videos, ann = synthetic(tmp / "acc_data", 200, seed=1)
+    t0 = time.perf_counter()
+    s = render_videos(videos, ann, ["plain", "box", "trajectory"], tmp / "acc_out", workers=workers, progress=False)
+    s["wall"] = time.perf_counter() - t0
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=60, help="synthetic clips (>= 50 for the recorded table)")
+    ap.add_argument("--webm-copies", type=int, default=12)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--cues", default=",".join(CUES))
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--no-append", action="store_true")
+    ap.add_argument("--no-acceptance", action="store_true")
+    args = ap.parse_args()
+    cues = [c for c in args.cues.split(",") if c]
+    workers = [int(w) for w in args.workers.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="cuelab_bench_render_"))
+    try:
+        rows, notes = [], []
+        sets = [("synthetic 160x120", *synthetic(tmp / "synth", args.clips))]
+        fx = webm_fixture(tmp / "webm", args.webm_copies)
+        if fx:
+            sets.append(("SSv2 WebM 427x240", *fx))
+        load0 = os.getloadavg()[0]
+        for name, videos, ann in sets:
+            print(f"{name}: {len(ann)} clips", flush=True)
+            r, info = measure(name, videos, ann, cues, workers, args.reps, tmp)
+            rows += r
+            notes.append(f"- {name}: {len(ann)} clips, {info['frames']} frames; all cues in one run (decode once) "
+                         f"took {info['all_vs_separate']:.2f} of the time of one run per cue (1 worker); "
+                         f"side_by_side is compared with a floor that encodes the doubled width "
+                         f"({info['floor_wide_1']:.0f} frames/s with 1 worker).")
+        header = ["clips", "condition"]
+        for w in workers:
+            header += [f"frames/s ({w} worker{'s' if w > 1 else ''})", f"cost vs floor ({w})"]
+        if len(workers) > 1:
+            header.append(f"{workers[-1]} vs {workers[0]} workers")
+        table = markdown_table(header, rows)
+        notes.append(f"- best of {args.reps} interleaved runs each; load average {load0:.2f} at the start and "
+                     f"{os.getloadavg()[0]:.2f} at the end (2 cores shared with other jobs).")
+        notes.append("- floor = read_video + write_video of the same clips (libx264 veryfast, crf 18, one thread); "
+                     "cue rows go through render_videos (pool, skip checks, summary) with that cue alone; "
+                     "all_cues = every cue in one run, frames/s counted over all outputs.")
+        if not args.no_acceptance:
+            s = acceptance(tmp, workers[-1])
+            notes.append(f"- acceptance: 200 synthetic videos x (plain, box, trajectory) = {s['rendered']} outputs, "
+                         f"{s['frames']} frames, {s['wall']:.1f} s with {workers[-1]} workers (target < 120 s).")
+        notes_text = "\n".join(notes)
+        if args.no_append:
+            print(table + "\n\n" + notes_text)
+        else:
+            append_results("Render throughput (benchmarks/render.py)", table, notes_text)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
