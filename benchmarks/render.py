@@ -38,32 +38,34 @@ FIXTURE = ROOT.parent / "shared" / "fixtures" / "ssv2" / "166766.webm"
 
 # --- the floor: decode + encode, nothing else ------------------------------------------------------------------
 
-def _bare_one(args) -> int:
+def _bare_one(args) -> tuple[int, float]:
     src, dest, wide = args
+    t0 = time.process_time()
     v = read_video(src)
     frames = np.concatenate([v.frames, v.frames], axis=2) if wide else v.frames
     write_video(dest, frames, v.fps)
-    return v.n_frames
+    return v.n_frames, time.process_time() - t0
 
 
-def bare(paths: list[Path], out: Path, workers: int, wide: bool = False) -> tuple[float, int]:
-    """Seconds and frames for decoding and re-encoding every clip (`wide`: encode it twice as wide, the floor
-    of side_by_side)."""
+def bare(paths: list[Path], out: Path, workers: int, wide: bool = False) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and frames for decoding and re-encoding every clip (`wide`: encoded twice as
+    wide, the floor of side_by_side)."""
     tasks = [(str(p), str(out / f"{p.stem}.mp4"), wide) for p in paths]
     t0 = time.perf_counter()
     if workers <= 1:
-        n = sum(map(_bare_one, tasks))
+        res = list(map(_bare_one, tasks))
     else:
         with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker) as pool:
-            n = sum(pool.map(_bare_one, tasks, chunksize=1))
-    return time.perf_counter() - t0, n
+            res = list(pool.map(_bare_one, tasks, chunksize=1))
+    return time.perf_counter() - t0, sum(c for _, c in res), sum(n for n, _ in res)
 
 
-def cue_run(videos: Path, ann: dict[str, VideoTracks], cues: list[str], out: Path, workers: int) -> tuple[float, int]:
+def cue_run(videos: Path, ann: dict[str, VideoTracks], cues: list[str], out: Path,
+            workers: int) -> tuple[float, float, int]:
     t0 = time.perf_counter()
     s = render_videos(videos, ann, cues, out, workers=workers, progress=False)
     assert s["failed"] == 0, s
-    return time.perf_counter() - t0, s["frames"]
+    return time.perf_counter() - t0, s["cpu_seconds"], s["frames"]
 
 
 # --- data ------------------------------------------------------------------------------------------------------
@@ -95,36 +97,41 @@ def webm_fixture(dest: Path, copies: int) -> tuple[Path, dict[str, VideoTracks]]
 
 def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str], workers: list[int], reps: int,
             tmp: Path) -> tuple[list[list], dict]:
+    """Best wall time and best CPU time per frame of every (condition, workers), runs interleaved."""
     paths = [find_video(videos, v) for v in sorted(ann)]
     configs = [("floor", w) for w in workers] + [("floor_wide", w) for w in workers]
     configs += [(c, w) for c in cues for w in workers] + [("all_cues", w) for w in workers]
-    best: dict[tuple[str, int], tuple[float, int]] = {}
+    wall: dict[tuple[str, int], float] = {}
+    cpu: dict[tuple[str, int], float] = {}  # CPU ms per frame
+    frames: dict[tuple[str, int], int] = {}
     for rep in range(reps):
         for cond, w in configs:
             out = tmp / f"{name}_{cond}_{w}_{rep}"
             if cond.startswith("floor"):
-                sec, n = bare(paths, out, w, wide=cond == "floor_wide")
+                sec, cpu_s, n = bare(paths, out, w, wide=cond == "floor_wide")
             else:
-                sec, n = cue_run(videos, ann, cues if cond == "all_cues" else [cond], out, w)
+                sec, cpu_s, n = cue_run(videos, ann, cues if cond == "all_cues" else [cond], out, w)
             shutil.rmtree(out, ignore_errors=True)
-            if (cond, w) not in best or sec < best[(cond, w)][0]:
-                best[(cond, w)] = (sec, n)
+            key = (cond, w)
+            wall[key] = min(wall.get(key, np.inf), sec)
+            cpu[key] = min(cpu.get(key, np.inf), 1e3 * cpu_s / n)
+            frames[key] = n
         print(f"  {name}: rep {rep + 1}/{reps} done, load average {os.getloadavg()[0]:.2f}", flush=True)
-    fps = {k: n / sec for k, (sec, n) in best.items()}
+    fps = {k: frames[k] / wall[k] for k in wall}
     rows = []
+    w1 = workers[0]
     for cond in ["floor"] + cues + ["all_cues"]:
-        row = [name, cond]
-        for w in workers:
-            floor = fps[("floor_wide" if cond == "side_by_side" else "floor", w)]
-            f = fps[(cond, w)]
-            cost = "-" if cond == "floor" else (f"{(floor / f - 1) * 100:+.1f}%" if cond != "all_cues" else "")
-            row += [f"{f:.0f}", cost]
+        floor = "floor_wide" if cond == "side_by_side" else "floor"
+        row = [name, cond, f"{cpu[(cond, w1)]:.3f}"]
+        row.append("-" if cond in ("floor", "all_cues") else f"{(cpu[(cond, w1)] / cpu[(floor, w1)] - 1) * 100:+.1f}%")
+        row += [f"{fps[(cond, w)]:.0f}" for w in workers]
+        row.append("-" if cond in ("floor", "all_cues") else f"{(fps[(floor, w1)] / fps[(cond, w1)] - 1) * 100:+.1f}%")
         if len(workers) > 1:
-            row.append(f"{fps[(cond, workers[-1])] / fps[(cond, workers[0])]:.2f}x")
+            row.append(f"{fps[(cond, workers[-1])] / fps[(cond, w1)]:.2f}x")
         rows.append(row)
-    sep_time = sum(best[(c, workers[0])][0] for c in cues)
-    info = {"all_vs_separate": best[("all_cues", workers[0])][0] / sep_time, "frames": best[("floor", workers[0])][1],
-            "floor_wide_1": fps[("floor_wide", workers[0])]}
+    sep = sum(wall[(c, w1)] for c in cues)
+    info = {"all_vs_separate": wall[("all_cues", w1)] / sep, "frames": frames[("floor", w1)],
+            "floor_wide_1": fps[("floor_wide", w1)], "floor_wide_cpu": cpu[("floor_wide", w1)]}
     return rows, info
 
 
@@ -163,15 +170,17 @@ def main() -> None:
             notes.append(f"- {name}: {len(ann)} clips, {info['frames']} frames; all cues in one run (decode once) "
                          f"took {info['all_vs_separate']:.2f} of the time of one run per cue (1 worker); "
                          f"side_by_side is compared with a floor that encodes the doubled width "
-                         f"({info['floor_wide_1']:.0f} frames/s with 1 worker).")
-        header = ["clips", "condition"]
-        for w in workers:
-            header += [f"frames/s ({w} worker{'s' if w > 1 else ''})", f"cost vs floor ({w})"]
+                         f"({info['floor_wide_cpu']:.3f} CPU ms/frame, {info['floor_wide_1']:.0f} frames/s).")
+        header = ["clips", "condition", "CPU ms/frame", "CPU cost vs floor"]
+        header += [f"frames/s, {w} worker{'s' if w > 1 else ''}" for w in workers]
+        header.append(f"wall cost vs floor ({workers[0]} worker)")
         if len(workers) > 1:
-            header.append(f"{workers[-1]} vs {workers[0]} workers")
+            header.append(f"{workers[-1]} vs {workers[0]} workers (wall)")
         table = markdown_table(header, rows)
         notes.append(f"- best of {args.reps} interleaved runs each; load average {load0:.2f} at the start and "
                      f"{os.getloadavg()[0]:.2f} at the end (2 cores shared with other jobs).")
+        notes.append("- CPU ms/frame: process time inside the workers (robust to other jobs on the cores); "
+                     "frames/s: wall clock of the whole run, pool start and skip checks included.")
         notes.append("- floor = read_video + write_video of the same clips (libx264 veryfast, crf 18, one thread); "
                      "cue rows go through render_videos (pool, skip checks, summary) with that cue alone; "
                      "all_cues = every cue in one run, frames/s counted over all outputs.")

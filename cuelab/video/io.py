@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 import av
+from av.video.reformatter import VideoReformatter
 import cv2
 import numpy as np
 
@@ -80,39 +81,6 @@ def _read_frame_folder(path: Path, video_id: str | None) -> Video:
     return Video(np.stack(frames), FRAME_FOLDER_FPS, str(path))
 
 
-def _plane(plane, width: int, height: int) -> np.ndarray:
-    """One plane of a decoded frame as an (height, width) array (the line stride may be wider)."""
-    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
-
-
-def _yuv420_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """Limited-range BT.601 yuv420p -> RGB with OpenCV: several times faster than PyAV's per-frame swscale
-    call, which dominated decode time on small clips. Odd sizes are padded to even, converted, then cropped."""
-    w, h = frame.width, frame.height
-    cw, ch = (w + 1) // 2, (h + 1) // 2
-    y = _plane(frame.planes[0], w, h)
-    if w % 2 or h % 2:
-        y = np.pad(y, ((0, h % 2), (0, w % 2)), mode="edge")
-    u, v = _plane(frame.planes[1], cw, ch), _plane(frame.planes[2], cw, ch)
-    i420 = np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(3 * ch, 2 * cw)
-    return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)[:h, :w]
-
-
-def _decoder_to_rgb(stream):
-    """A frame -> RGB converter for this stream: OpenCV for limited-range yuv420p (H.264/VP9 as SSv2 and the
-    encoder here write them), otherwise one reused PyAV reformatter (keeps its swscale context across frames)."""
-    from av.video.reformatter import VideoReformatter
-
-    reformatter = VideoReformatter()
-
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        if frame.format.name == "yuv420p" and int(frame.color_range) != 2:  # 2 = JPEG full range
-            return _yuv420_to_rgb(frame)
-        return reformatter.reformat(frame, format="rgb24").to_ndarray()
-
-    return convert
-
-
 def _expected_frames(container, stream, fps: float) -> int | None:
     """Frame count the header promises (to detect truncated files that still decode partly)."""
     if stream.frames:
@@ -142,9 +110,11 @@ def read_video(path: str | Path, video_id: str | None = None) -> Video:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             fps = float(rate) if rate else FRAME_FOLDER_FPS
             expected = _expected_frames(container, stream, fps)
-            to_rgb = _decoder_to_rgb(stream)
+            # One reformatter for the whole stream keeps its swscale context; a fresh one per frame
+            # (frame.to_ndarray(format="rgb24")) was the largest cost of decoding small clips.
+            reformatter = VideoReformatter()
             for frame in container.decode(stream):
-                frames.append(to_rgb(frame))
+                frames.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
     except VideoError:
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError) as e:

@@ -75,9 +75,12 @@ def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | No
     return out
 
 
-def _task(args: tuple) -> tuple[str, list[dict]]:
+def _task(args: tuple) -> tuple[str, list[dict], float]:
+    """One video in a worker; also returns the CPU seconds it took (wall time misleads on shared cores)."""
     video_id, video_path, tracks, cues, out_dir, crf, include_hand, preset = args
-    return video_id, render_video(video_path, video_id, tracks, cues, out_dir, crf, include_hand, preset)
+    t0 = time.process_time()
+    results = render_video(video_path, video_id, tracks, cues, out_dir, crf, include_hand, preset)
+    return video_id, results, time.process_time() - t0
 
 
 def _init_worker() -> None:
@@ -111,7 +114,7 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = shard_ids([check_video_id(v) for v in (video_ids if video_ids is not None else annotations)], shard)
-    counts = {"rendered": 0, "skipped": 0, "failed": 0, "frames": 0, "boxes_past_end": 0}
+    counts = {"rendered": 0, "skipped": 0, "failed": 0, "frames": 0, "boxes_past_end": 0, "cpu_seconds": 0.0}
     tasks, missing = [], []
     for vid in ids:
         todo = [c for c in cues if not output_path(out_dir, c, vid).exists()]
@@ -128,7 +131,8 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
     bar = tqdm(total=len(ids), initial=len(ids) - len(tasks) - len(missing), unit="video", desc="render",
                disable=not progress)
 
-    def collect(video_id: str, results: list[dict]) -> None:
+    def collect(video_id: str, results: list[dict], cpu: float = 0.0) -> None:
+        counts["cpu_seconds"] += cpu
         errors = []
         for r in results:
             if r["status"] == "rendered":
@@ -152,6 +156,7 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
         _run_pool(tasks, workers, collect)
     bar.close()
     seconds = time.perf_counter() - t0
+    counts["cpu_seconds"] = round(counts["cpu_seconds"], 3)
     summary = {**counts, "videos": len(ids), "cues": list(cues), "shard": list(shard), "workers": workers,
                "crf": crf, "seconds": round(seconds, 3),
                "frames_per_second": round(counts["frames"] / seconds, 1) if seconds > 0 else None,
