@@ -278,3 +278,14 @@ def test_unknown_cue_and_bad_style_are_clear_errors():
         get_cue("box", colour="red")
     with pytest.raises(DataError):
         get_cue("shifted", inner="wrong_object")
+
+
+def test_shifted_cues_of_two_objects_do_not_land_on_each_other():
+    # object 1's first free spot (left: right is the hand) is exactly object 0's first free spot (right)
+    tr = VideoTracks("v", {"0": {t: (10.0, 40.0, 40.0, 70.0) for t in range(4)},
+                           "1": {t: (78.0, 40.0, 108.0, 70.0) for t in range(4)},
+                           "hand": {t: (112.0, 40.0, 142.0, 70.0) for t in range(4)}})
+    layout = get_cue("shifted").layout(tr, W, H)
+    a, b = (m.boxes[0].astype(float) for m in layout.marks)
+    overlap = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    assert overlap == 0, (a, b)

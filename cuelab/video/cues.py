@@ -402,10 +402,14 @@ class ShiftedCue(_ControlCue):
 
     def control_marks(self, tracks, width, height):
         gap = 2 * self.line_width(width, height)
+        # decoys placed so far count as occupied too, so two shifted cues never land on the same spot
+        occupied = VideoTracks(tracks.video_id, dict(tracks.tracks))
         out = []
         for k, o in enumerate(tracks.objects(self.include_hand)):
-            dx, dy = decoy_offset(tracks.tracks[o], tracks, width, height, gap)
-            out.append(Mark.build(o, object_color(o, k), _shift(tracks.tracks[o], dx, dy), width, height))
+            dx, dy = decoy_offset(tracks.tracks[o], occupied, width, height, gap)
+            moved = _shift(tracks.tracks[o], dx, dy)
+            occupied.tracks[f"decoy {o}"] = moved
+            out.append(Mark.build(o, object_color(o, k), moved, width, height))
         return out
 
 
