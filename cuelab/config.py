@@ -145,7 +145,7 @@ class TrainConfig(Section):
     compile: bool = True  # on a GPU: torch.compile each LLM decoder layer (dynamic shapes; benchmarks/RESULTS.md)
     save_steps: int = 200
     log_steps: int = 10
-    num_workers: int = 0
+    num_workers: int = 2  # threads encoding samples (frames + prompt) ahead of the training step
 
 
 class EvalConfig(Section):

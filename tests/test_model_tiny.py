@@ -60,3 +60,14 @@ def test_presets_have_the_real_architecture(name, hidden, layers):
     assert cfg.video_token_id == 151656 and cfg.tie_word_embeddings
     with pytest.raises(ValueError, match="unknown preset"):
         preset_config("qwen3-vl-70b")
+
+
+def test_load_model_errors_name_the_folder(tmp_path):
+    from cuelab.errors import DataError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        load_model(tmp_path / "empty")
+    folder = build_tiny_model(tmp_path / "tiny", small_test_config())
+    with pytest.raises(DataError, match="adapter_config.json"):
+        load_model(folder, adapter=tmp_path / "empty")

@@ -130,6 +130,7 @@ class SampleEncoder:
         self.question_first, self.system_prompt = question_first, system_prompt
         self.errors_path = Path(errors_path) if errors_path else None
         self.bad: set = set()
+        self._lock = threading.Lock()  # encoder threads share the bad-video set and the error file
 
     def __call__(self, sample: Sample) -> dict | None:
         q = sample.question
@@ -139,10 +140,11 @@ class SampleEncoder:
         try:
             frames = self.frames.get(q["video"], sample.condition)
         except DataError as e:
-            self.bad.add(key)
-            if self.errors_path is not None:
-                append_jsonl(self.errors_path, [{**e.as_record(), "condition": sample.condition,
-                                                 "stage": "train"}])
+            with self._lock:
+                if key not in self.bad and self.errors_path is not None:
+                    append_jsonl(self.errors_path, [{**e.as_record(), "condition": sample.condition,
+                                                     "stage": "train"}])
+                self.bad.add(key)
             return None
         return build_inputs(self.processor, q, frames, answer=q["answer"], question_first=self.question_first,
                             system_prompt=self.system_prompt)

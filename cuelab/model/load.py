@@ -31,7 +31,7 @@ def load_processor(name_or_path: str | Path):
 
     try:
         return AutoProcessor.from_pretrained(str(name_or_path))
-    except OSError as e:
+    except (OSError, ValueError) as e:  # missing folder / files, or a folder that holds no known model
         raise DataError(f"cannot load the processor: {e}", file=str(name_or_path)) from e
 
 
@@ -46,7 +46,7 @@ def load_model(name_or_path: str | Path, dtype="auto", attn_implementation: str 
     try:
         model = AutoModelForImageTextToText.from_pretrained(str(name_or_path), dtype=torch_dtype,
                                                             attn_implementation=attn_implementation)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise DataError(f"cannot load the model: {e}", file=str(name_or_path)) from e
     if adapter is not None:
         from peft import PeftModel

@@ -328,7 +328,8 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
     summary_path = out / "train_summary.json"
     if resume and summary_path.is_file() and (out / "final").is_dir():  # finished earlier: nothing to redo
         return load_json(summary_path)
-    if not resume and is_main:  # a fresh run replaces what an earlier run left
+    ckpts = checkpoints(out) if resume else []
+    if not ckpts and is_main:  # a fresh run replaces what an earlier run left
         for name in ("checkpoints", "final", "tensorboard"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("train_log.jsonl", "errors.jsonl", "train_summary.json"):
@@ -353,14 +354,12 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
     state = {"step": 0, "phase": 0, "phase_step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "samples": 0,
              "phase_elapsed": 0.0}
     log_path = out / "train_log.jsonl"
-    if resume:
-        ckpts = checkpoints(out)
-        if ckpts:
-            state = load_checkpoint(ckpts[-1], wrapper, optimizer, accelerator)
-            if is_main and log_path.is_file():  # drop log rows after the checkpoint (they will be redone)
-                write_jsonl(log_path, [r for r in read_jsonl(log_path, skip_partial=True)
-                                       if r["step"] <= state["step"]])
-        accelerator.wait_for_everyone()
+    if ckpts:
+        state = load_checkpoint(ckpts[-1], wrapper, optimizer, accelerator)
+        if is_main and log_path.is_file():  # drop log rows after the checkpoint (they will be redone)
+            write_jsonl(log_path, [r for r in read_jsonl(log_path, skip_partial=True)
+                                   if r["step"] <= state["step"]])
+    accelerator.wait_for_everyone()
 
     writer = None
     if is_main:
