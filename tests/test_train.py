@@ -271,6 +271,15 @@ def test_cli_tiny_model_train_merge(data, tmp_path):
     assert res.exit_code == 0, res.output
     adapter = tmp_path / "run" / "models" / "finetuned" / "final"
     assert (adapter / "adapter_config.json").is_file()
+    log = tmp_path / "run" / "models" / "finetuned" / "train_log.jsonl"
+    args = ["train", str(cfg), "--questions", str(data / "questions" / "train.jsonl"), "--videos",
+            str(data / "videos"), "--base-model", str(tmp_path / "tiny"), "--set", "train.conditions={plain: 1.0}",
+            "--resume"]
+    before = log.read_bytes()
+    assert runner.invoke(app, args).exit_code == 0 and log.read_bytes() == before  # finished: nothing redone
+    res = runner.invoke(app, args + ["--set", "train.max_steps=3"])  # other settings: trained afresh
+    assert res.exit_code == 0, res.output
+    assert [r["step"] for r in read_jsonl(log)] == [1, 2, 3]
     res = runner.invoke(app, ["merge", "--model", str(tmp_path / "tiny"), "--adapter", str(adapter),
                               "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output

@@ -306,6 +306,25 @@ def _budgets(plans: list[dict], tc: TrainConfig) -> tuple[int | None, list[int |
     return total, steps, secs
 
 
+def run_key(cfg: ExperimentConfig, tc: TrainConfig, base_model, questions_path, world: int) -> str:
+    """Fingerprint of what a run's result depends on: training and frame settings, prompt options, base model,
+    the questions' bytes and the number of processes (it sets which samples form a step)."""
+    import hashlib
+    import json
+
+    settings = json.loads(tc.model_dump_json(exclude={"num_workers", "log_steps", "save_steps"}))  # no effect
+    payload = json.dumps({"train": settings,
+                          "frames": json.loads(cfg.frames_train.model_dump_json()),
+                          "model": json.loads(cfg.model.model_dump_json()), "base": str(base_model),
+                          "world": world}, sort_keys=True).encode()
+    h = hashlib.sha256(payload)
+    if not Path(questions_path).is_file():
+        raise DataError("questions file not found", file=str(questions_path))
+    with open(questions_path, "rb") as f:
+        h.update(hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()[:16]
+
+
 def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_model=None, resume: bool = False, *,
           train_cfg: TrainConfig | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune on questions_path x cfg.train.conditions (videos at videos_root/<condition>/<video>), writing
@@ -325,10 +344,14 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
                               cpu=not torch.cuda.is_available())
     is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
 
+    # resume only what the same settings, base model and questions started
+    key = run_key(cfg, tc, base_model, questions_path, world)
     summary_path = out / "train_summary.json"
-    if resume and summary_path.is_file() and (out / "final").is_dir():  # finished earlier: nothing to redo
-        return load_json(summary_path)
-    ckpts = checkpoints(out) if resume else []
+    if resume and summary_path.is_file() and (out / "final").is_dir():
+        done_before = load_json(summary_path)
+        if done_before.get("run_key") == key:  # finished earlier: nothing to redo
+            return done_before
+    ckpts = [c for c in checkpoints(out) if load_json(c / "state.json").get("run_key") == key] if resume else []
     if not ckpts and is_main:  # a fresh run replaces what an earlier run left
         for name in ("checkpoints", "final", "tensorboard"):
             shutil.rmtree(out / name, ignore_errors=True)
@@ -352,7 +375,7 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
     pad_id = processor.tokenizer.pad_token_id
 
     state = {"step": 0, "phase": 0, "phase_step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "samples": 0,
-             "phase_elapsed": 0.0}
+             "phase_elapsed": 0.0, "run_key": key}
     log_path = out / "train_log.jsonl"
     if ckpts:
         state = load_checkpoint(ckpts[-1], wrapper, optimizer, accelerator)
@@ -449,7 +472,7 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
         writer.close()
 
     final = save_final(out, wrapper, processor, accelerator)
-    summary = {"mode": tc.mode, "steps": state["step"], "samples": state["samples"],
+    summary = {"run_key": key, "mode": tc.mode, "steps": state["step"], "samples": state["samples"],
                "seconds": round(state["elapsed"], 3), "final_loss": last_loss, "final": str(final),
                "base_model": base, "processes": world, "bad_videos": len(encoder.bad)}
     if is_main:
