@@ -321,6 +321,17 @@ class HFScorer:
         index = next((i for i, c in enumerate(choices) if c == done), None)
         return index, out
 
+    def grammar_logprobs(self, logprobs: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """First-answer-token log-probs renormalised over the tokens the choice grammar allows (what vLLM
+        reports with structured outputs); -inf elsewhere."""
+        if self._token_bytes is None:
+            self._token_bytes = TokenBytes(getattr(self.processor, "tokenizer", self.processor))
+        allowed, complete = self._token_bytes.allowed(b"", [t.encode("utf-8") for t in texts])
+        ids = torch.tensor(allowed + ([self.end_id] if complete else []), dtype=torch.long)
+        out = torch.full_like(logprobs, float("-inf"))
+        out[ids] = torch.log_softmax(logprobs[ids], -1)
+        return out
+
     def _token_bytes_of(self, tok: int) -> bytes:
         dec = _byte_decoder()
         tokenizer = getattr(self.processor, "tokenizer", self.processor)

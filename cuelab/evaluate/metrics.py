@@ -21,8 +21,9 @@ import pandas as pd
 from cuelab.fsutil import atomic_write_json, atomic_write_text
 
 ALL = "all"
+MIN_CLUSTERS = 5  # fewer videos than this: no clustered CI (NaN)
 CI_METHOD = ("Wilson score interval for accuracy; difference CI: cluster-robust (CR1, clustered by video) "
-             "standard error of the mean paired difference, normal 95%; McNemar exact (binomial) p-value")
+             "standard error of the mean paired difference, normal 95%, none under 5 videos; McNemar exact (binomial) p-value")
 
 
 def wilson(correct: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -55,7 +56,7 @@ def clustered_diff(a: np.ndarray, b: np.ndarray, clusters: np.ndarray, alpha: fl
     n_clusters = int(groups.max() + 1) if n else 0
     out = {"n": n, "clusters": n_clusters, "diff": float(d.mean()) if n else math.nan,
            "se": math.nan, "ci_low": math.nan, "ci_high": math.nan}
-    if n < 2 or n_clusters < 2:
+    if n < 2 or n_clusters < MIN_CLUSTERS:  # a cluster-robust SE from a handful of videos means little
         return out
     if np.all(d == d[0]):  # no variation: the estimate is exact (the OLS covariance is 0/0 here)
         out.update(se=0.0, ci_low=float(d[0]), ci_high=float(d[0]))

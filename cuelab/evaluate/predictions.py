@@ -86,6 +86,31 @@ class PredictionFile:
             self.done.update(r["question_id"] for r in records)
 
 
+def prompt_ids_sha(ids) -> str:
+    """A short fingerprint of a prompt's token ids (both backends record it, to compare their prompts)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([int(i) for i in ids]).encode()).hexdigest()[:16]
+
+
+def agreement(a: list[dict], b: list[dict], key: str = "greedy_index", tol: float = 1e-3) -> dict:
+    """Compare two backends' records of the same questions: answers (`key`), prompt fingerprints and
+    first-answer-token log-probs (tokens in both top lists). Disagreements are listed."""
+    by_id = {r["question_id"]: r for r in b if not r.get("failed")}
+    rows = [(r, by_id[r["question_id"]]) for r in a if not r.get("failed") and r["question_id"] in by_id]
+    dis = [{"question_id": x["question_id"], "a": x.get(key), "b": y.get(key), "scores_a": x.get("scores"),
+            "scores_b": y.get("scores")} for x, y in rows if x.get(key) != y.get(key)]
+    prompt_diff = [x["question_id"] for x, y in rows if x.get("prompt_ids_sha") != y.get("prompt_ids_sha")]
+    lp = [abs(x["first_logprobs"][t] - y["first_logprobs"][t]) for x, y in rows
+          for t in set(x.get("first_logprobs") or {}) & set(y.get("first_logprobs") or {})]
+    n = len(rows)
+    return {"n": n, "agree": n - len(dis), "rate": (n - len(dis)) / n if n else float("nan"),
+            "disagreements": dis, "prompt_mismatches": prompt_diff, "logprob_pairs": len(lp),
+            "max_logprob_diff": max(lp) if lp else None,
+            "logprobs_within_tol": bool(lp) and max(lp) <= tol}
+
+
 def record(question: dict, model: str, condition: str, scores: list[float] | None = None,
            mean_scores: list[float] | None = None, choice_index: int | None = None, error: str | None = None,
            **extra) -> dict:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from cuelab.config import ExperimentConfig
 from cuelab.errors import DataError
-from cuelab.evaluate.predictions import BLIND, PredictionFile, condition_name, predictions_path, record
+from cuelab.evaluate.predictions import (BLIND, PredictionFile, condition_name, predictions_path, prompt_ids_sha,
+                                         record)
 from cuelab.fsutil import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +95,15 @@ def variants(conditions: list[str], model_name: str, base_name: str | None, blin
                                                                           else [])
     models = [(model_name, True)] + ([(base_name, False)] if base_name else [])
     return [Variant(m, c, h, a) for c in conds for h in ([False, True] if hint else [False]) for m, a in models]
+
+
+def _top(logprobs, k: int = 5) -> dict:
+    """The k most likely first answer tokens {id: log-prob} (what vLLM's `logprobs=k` returns)."""
+    import torch
+
+    k = min(k, int(torch.isfinite(logprobs).sum()))
+    vals, ids = logprobs.topk(k)
+    return {str(int(i)): round(float(v), 6) for v, i in zip(vals, ids)}
 
 
 def _round(xs):
@@ -233,11 +243,13 @@ class HFBackend:
             key = None if frames is None else (vid, cond) if self.share_vision else (vid, cond, v.adapter)
             with ctx:
                 prepared = self.scorer.prepare(qs, frames, hint=v.hint)
-                res = self.scorer.score(prepared, vision_key=key, greedy=self.rule == "greedy")
+                res = self.scorer.score(prepared, vision_key=key, greedy=self.rule == "greedy", first_logprobs=True)
             out.append([record(q, v.model, v.label, _round(r.scores), _round(r.mean_scores), r.choice(self.rule),
                                rule=self.rule, backend="hf", answer_index=q.get("answer_index"),
-                               **({"greedy_index": r.greedy_index} if r.greedy_index is not None else {}))
-                        for q, r in zip(qs, res)])
+                               **({"greedy_index": r.greedy_index} if r.greedy_index is not None else {}),
+                               prompt_tokens=len(it["input_ids"]), prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
+                               first_logprobs=_top(self.scorer.grammar_logprobs(r.first_logprobs, it["texts"])))
+                        for q, r, it in zip(qs, res, prepared["items"])])
         return out
 
 

