@@ -18,6 +18,7 @@ Fast path, one video at a time (all its questions together):
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -75,6 +76,34 @@ class VisionCache:
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return value
+
+
+class _OnceVideoProcessor:
+    """Wraps a video processor: the same frames array is processed once, later calls get that result (every
+    question of a video has the same pixels; the processor still builds each prompt's text and token layout)."""
+
+    def __init__(self, inner):
+        self._inner, self._key, self._value = inner, None, None
+
+    def __call__(self, videos=None, *args, **kwargs):
+        arr = videos[0] if isinstance(videos, (list, tuple)) and len(videos) == 1 else None
+        key = (id(arr), repr(sorted((k, repr(v)) for k, v in kwargs.items()))) if arr is not None else None
+        if key is None or key != self._key:
+            self._value = self._inner(videos, *args, **kwargs)
+            self._key, self._arr = key, arr  # keep the array alive: its id stays unique
+        return copy.copy(self._value)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def video_processed_once(processor):
+    """A shallow copy of `processor` whose video processor runs once per frames array (see above)."""
+    if not hasattr(processor, "video_processor"):
+        return processor
+    out = copy.copy(processor)
+    out.video_processor = _OnceVideoProcessor(processor.video_processor)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -140,10 +169,12 @@ class HFScorer:
 
     # -- inputs (CPU) --------------------------------------------------------------------------------------------
     def prepare(self, questions: list[dict], frames=None, hint: bool = False) -> dict:
-        """Processor inputs of every question of one video (pixel values kept once) + choice token ids."""
+        """Processor inputs of every question of one video (pixel values kept once) + choice token ids.
+        CPU only and thread-safe: the driver runs it ahead of scoring in worker threads."""
         items, pixels = [], None
+        processor = video_processed_once(self.processor)
         for q in questions:
-            inp = build_inputs(self.processor, q, frames, hint=hint, question_first=self.question_first,
+            inp = build_inputs(processor, q, frames, hint=hint, question_first=self.question_first,
                                system_prompt=self.system_prompt)
             if frames is not None and pixels is None:
                 pixels = (inp["pixel_values_videos"], inp["video_grid_thw"])

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cuelab.config import ExperimentConfig
@@ -168,33 +169,65 @@ def _evaluate(cfg, backend, model_path, adapter, model_name, base_name, question
             continue
         if scorer is None:
             scorer = make_backend(cfg, backend, model_path, adapter, server, device, videos_root)
-        bar = tqdm(todo_groups, desc=f"eval {cond}", unit="video", disable=not progress, file=sys.stderr)
-        for chunk in _chunks(bar, scorer.chunk):
+        bar = tqdm(total=len(todo_groups), desc=f"eval {cond}", unit="video", disable=not progress, file=sys.stderr)
+        load = partial(_load_video, cfg, scorer, cond, videos_root)
+        for chunk in _chunks(prefetch(load, todo_groups, scorer.workers), scorer.chunk):
             jobs = []
-            for vid, todo in chunk:
-                frames, error = None, None
-                if cond != BLIND:
-                    try:
-                        folder = videos_root / cond
-                        frames = sample_frames(find_video(folder, vid), cfg.frames_eval.spec(), video_id=vid)
-                    except Exception as e:  # noqa: BLE001 - any unreadable video is recorded, never fatal
-                        error = f"{type(e).__name__}: {e}"
-                for v, qs in todo.items():
-                    bad = {q["id"]: check_question(q) for q in qs}
-                    fails = [record(q, v.model, v.label, error=error or bad[q["id"]]) for q in qs
-                             if error or bad[q["id"]]]
-                    if fails:
-                        files[v].append(fails)
-                        counts["failed"] += len(fails)
-                    good = [q for q in qs if not (error or bad[q["id"]])]
-                    if good:
-                        jobs.append((v, vid, cond, good, frames))
-            for (v, vid, cond_, good, frames), recs in zip(jobs, scorer.score_jobs(jobs)):
+            for failed, prepared in chunk:
+                for v, recs in failed:
+                    files[v].append(recs)
+                    counts["failed"] += len(recs)
+                jobs += prepared
+            for (v, *_), recs in zip(jobs, scorer.score_jobs(jobs)):
                 files[v].append(recs)
                 counts["scored"] += len(recs)
+            bar.update(len(chunk))
+        bar.close()
     seconds = time.time() - t0
     return {**counts, "seconds": round(seconds, 2), "backend": backend,
             "files": sorted(str(f.path) for f in files.values())}
+
+
+def _load_video(cfg, backend, cond, videos_root, group):
+    """Worker-thread part of one video: frames (once for every variant), failure records, backend inputs."""
+    from cuelab.video.io import find_video, sample_frames
+
+    vid, todo = group
+    frames, error = None, None
+    if cond != BLIND:
+        try:
+            frames = sample_frames(find_video(videos_root / cond, vid), cfg.frames_eval.spec(), video_id=vid)
+        except Exception as e:  # noqa: BLE001 - any unreadable video is recorded, never fatal
+            error = f"{type(e).__name__}: {e}"
+    failed, prepared = [], []
+    for v, qs in todo.items():
+        bad = {q["id"]: error or check_question(q) for q in qs}
+        fails = [record(q, v.model, v.label, error=bad[q["id"]]) for q in qs if bad[q["id"]]]
+        if fails:
+            failed.append((v, fails))
+        good = [q for q in qs if not bad[q["id"]]]
+        if good:
+            prepared.append(backend.prepare((v, vid, cond, good, frames)))
+    return failed, prepared
+
+
+def prefetch(fn, items, workers: int):
+    """fn over items in `workers` threads, in order, at most 2 x workers ahead (decoding and the processor
+    overlap the model's work; torch and PyAV release the GIL)."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _chunks(it, n):
@@ -213,7 +246,8 @@ def _chunks(it, n):
 # ---------------------------------------------------------------------------------------------------------------
 
 class HFBackend:
-    chunk = 1
+    chunk = 1  # videos per scoring call
+    workers = 2  # threads preparing the next videos (decode, frames, processor) while the model runs
 
     def __init__(self, cfg: ExperimentConfig, model_path, adapter=None, device=None):
         import torch
@@ -234,15 +268,18 @@ class HFBackend:
         self.scorer = HFScorer(self.model, self.processor, question_first=cfg.model.question_first,
                                system_prompt=cfg.model.system_prompt, vision_cache=VisionCache(size=2))
 
+    def prepare(self, job):
+        v, vid, cond, qs, frames = job
+        return (v, vid, cond, qs, frames is not None, self.scorer.prepare(qs, frames, hint=v.hint))
+
     def score_jobs(self, jobs):
         import contextlib
 
         out = []
-        for v, vid, cond, qs, frames in jobs:
+        for v, vid, cond, qs, has_video, prepared in jobs:
             ctx = self.model.disable_adapter() if (self.has_adapter and not v.adapter) else contextlib.nullcontext()
-            key = None if frames is None else (vid, cond) if self.share_vision else (vid, cond, v.adapter)
+            key = None if not has_video else (vid, cond) if self.share_vision else (vid, cond, v.adapter)
             with ctx:
-                prepared = self.scorer.prepare(qs, frames, hint=v.hint)
                 res = self.scorer.score(prepared, vision_key=key, greedy=self.rule == "greedy", first_logprobs=True)
             out.append([record(q, v.model, v.label, _round(r.scores), _round(r.mean_scores), r.choice(self.rule),
                                rule=self.rule, backend="hf", answer_index=q.get("answer_index"),

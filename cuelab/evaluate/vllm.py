@@ -57,6 +57,10 @@ class VLLMBackend:
     """score_jobs([(variant, video, condition, questions, frames)]) -> [[prediction records]]."""
 
     chunk = 8  # videos per batch of requests
+    workers = 2  # threads decoding the next videos
+
+    def prepare(self, job):
+        return job
 
     def __init__(self, cfg, model_path, adapter=None, server: str | None = None, videos_root=None,
                  top_logprobs: int = 5, engine_kwargs: dict | None = None):
