@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
+from cuelab.fsutil import atomic_dir
 from cuelab.model.load import load_model, load_processor
 
 
@@ -17,16 +16,7 @@ def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path, dt
     if (Path(adapter) / "tokenizer_config.json").is_file():  # the processor the adapter was trained with
         processor = load_processor(adapter)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         processor.save_pretrained(str(tmp))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

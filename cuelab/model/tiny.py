@@ -256,23 +256,13 @@ def build_tiny_model(out_dir: str | Path, cfg: TinyModelConfig | None = None,
                      extra_texts: Iterable[str] = ()) -> Path:
     """Build the tiny model and save it (model + processor) to `out_dir`; returns the folder.
     The folder is written next to its final place and renamed, so a crash leaves no half model."""
-    import shutil
-    import tempfile
+    from cuelab.fsutil import atomic_dir
 
     out_dir = Path(out_dir)
     model, processor = build_tiny(cfg, extra_texts)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
