@@ -53,12 +53,13 @@ def _close(fast, ref, tol=1e-3):
     assert np.max(np.abs(np.array(fast.mean_scores) - np.array(ref.mean_scores))) < tol
 
 
-@pytest.mark.parametrize("question_first,hint,blind", [(False, False, False), (True, False, False),
-                                                       (False, True, False), (False, False, True)])
-def test_fast_path_equals_one_forward_per_choice(tiny, question_first, hint, blind):
+@pytest.mark.parametrize("question_first,hint,blind,pack", [(False, False, False, False), (True, False, False, False),
+                                                            (False, True, False, False), (False, False, True, False),
+                                                            (False, False, False, True), (True, False, False, True)])
+def test_fast_path_equals_one_forward_per_choice(tiny, question_first, hint, blind, pack):
     model, processor = tiny
     frames = None if blind else _frames()
-    scorer = HFScorer(model, processor, question_first=question_first)
+    scorer = HFScorer(model, processor, question_first=question_first, pack_choices=pack)
     results = scorer.score(scorer.prepare(QUESTIONS, frames, hint=hint), vision_key=("v1", "plain"))
     for q, fast in zip(QUESTIONS, results):
         ref = reference_scores(model, processor, q, frames, hint=hint, question_first=question_first)

@@ -10,9 +10,11 @@ Fast path, one video at a time (all its questions together):
      base and the fine-tuned model (`VisionCache`);
   2. the longest common prefix of the video's prompts (system + video, for the video-first layout) runs once
      and its KV cache is kept;
-  3. every (question, choice) row, i.e. the rest of its prompt + the choice, runs in ONE batched forward on the
-     prefix cache repeated per row; 3-D rope positions are sliced from `get_rope_index` of each full prompt;
-     the LM head runs only on the positions that predict a choice token.
+  3. every (question, choice) row, i.e. the rest of its prompt + the choice, runs in ONE forward on the prefix
+     cache: as a batch on the cache repeated per row, or (`pack_choices`) packed into one sequence under a tree
+     attention mask (a row sees the prefix and itself, never another row); 3-D rope positions come from
+     `get_rope_index` of each full prompt; the LM head runs only on the positions that predict a choice token.
+     Bookkeeping stays on the CPU.
 `reference_scores` (one full forward per choice through the model's own forward) is what the tests compare with.
 """
 
@@ -156,11 +158,13 @@ class HFScorer:
     `model` is in eval mode; `processor` its processor. Prompts come from cuelab.model.prompt.build_inputs."""
 
     def __init__(self, model, processor, question_first: bool = False, system_prompt: str | None = None,
-                 vision_cache: VisionCache | None = None, max_greedy_tokens: int = 48):
+                 vision_cache: VisionCache | None = None, max_greedy_tokens: int = 48, pack_choices: bool = False):
         self.model, self.processor = model, processor
         self.question_first, self.system_prompt = question_first, system_prompt
         self.vision_cache = vision_cache if vision_cache is not None else VisionCache()
+        self.events: list | None = None  # set to a list to record (stage, start, end) CUDA events (benchmarks)
         self.max_greedy_tokens = max_greedy_tokens
+        self.pack_choices = pack_choices
         self.end_id = end_token_id(processor)
         self._token_bytes = None
         inner = unwrap(model)
@@ -177,7 +181,8 @@ class HFScorer:
             inp = build_inputs(processor, q, frames, hint=hint, question_first=self.question_first,
                                system_prompt=self.system_prompt)
             if frames is not None and pixels is None:
-                pixels = (inp["pixel_values_videos"], inp["video_grid_thw"])
+                pv = inp["pixel_values_videos"].to(self.dtype)  # half the bytes to copy in bf16
+                pixels = (pv.pin_memory() if self.device.type == "cuda" else pv, inp["video_grid_thw"])
             items.append({"input_ids": inp["input_ids"][0], "mm_token_type_ids": inp["mm_token_type_ids"][0],
                           "choices": choice_token_ids(self.processor, q, with_end=True),
                           "texts": [str(c) for c in q["choices"]]})
@@ -188,13 +193,17 @@ class HFScorer:
     def device(self):
         return next(unwrap(self.model).parameters()).device
 
+    @property
+    def dtype(self):
+        return unwrap(self.model).model.visual.dtype
+
     def vision_features(self, pixels, key=None):
         """(video embeddings (N, D), [deepstack features (N, D)] ) of one video, cached under `key`."""
         inner = unwrap(self.model)
 
         def compute():
             pv, grid = pixels
-            out = inner.model.get_video_features(pv.to(self.device), grid.to(self.device))
+            out = inner.model.get_video_features(pv.to(self.device, non_blocking=True), grid.to(self.device))
             embeds, deep = (out.pooler_output, out.deepstack_features) if hasattr(out, "pooler_output") else out
             cat = lambda x: torch.cat(list(x), 0) if isinstance(x, (list, tuple)) else x  # noqa: E731
             return cat(embeds), [cat(d) for d in deep]
@@ -202,31 +211,33 @@ class HFScorer:
         return self.vision_cache.get(key, compute)
 
     def _positions(self, ids: torch.Tensor, mm: torch.Tensor, grid) -> tuple[torch.Tensor, int]:
-        """3-D rope positions (3, len) of one prompt and the rope delta (text after it continues at i + delta)."""
+        """3-D rope positions (3, len) of one prompt, on the CPU (no GPU syncs), and the rope delta: text
+        after the prompt continues at index + delta."""
         inner = unwrap(self.model)
-        kw = {"video_grid_thw": grid.to(self.device)} if grid is not None else {}
-        params = inspect.signature(inner.model.get_rope_index).parameters
-        if "mm_token_type_ids" in params:
-            kw["mm_token_type_ids"] = mm[None].to(self.device)
-        pos, delta = inner.model.get_rope_index(ids[None].to(self.device), **kw)
+        kw = {"video_grid_thw": grid.cpu()} if grid is not None else {}
+        if "mm_token_type_ids" in inspect.signature(inner.model.get_rope_index).parameters:
+            kw["mm_token_type_ids"] = mm[None].cpu()
+        pos, delta = inner.model.get_rope_index(ids[None].cpu(), **kw)
         return pos[:, 0], int(delta.reshape(-1)[0])
 
-    def _embed(self, ids: torch.Tensor, video_embeds) -> torch.Tensor:
+    def _embed(self, ids: torch.Tensor, video_embeds=None) -> torch.Tensor:
+        """Token embeddings of CPU `ids` with `video_embeds` (in order) at the video tokens."""
         inner = unwrap(self.model)
-        emb = inner.model.get_input_embeddings()(ids.to(self.device))
-        if video_embeds is not None:
-            mask = ids.to(self.device) == inner.config.video_token_id
-            if int(mask.sum()):
-                emb = emb.clone()
-                emb[mask] = video_embeds.to(emb.dtype)
+        emb = inner.model.get_input_embeddings()(ids.to(self.device, non_blocking=True))
+        idx = (ids == inner.config.video_token_id).nonzero().squeeze(1)  # on the CPU: no sync
+        if len(idx):
+            emb[idx.to(self.device, non_blocking=True)] = video_embeds.to(emb.dtype)
         return emb
 
-    def _run(self, embeds, positions, cache, vis_mask=None, deep=None):
-        """Language model on (B, S, D) embeddings with (3, B, S) positions; returns last hidden states."""
+    def _run(self, embeds, positions, cache, vis_mask=None, deep=None, attention_mask=None):
+        """Language model on (B, S, D) embeddings with (3, B, S) positions; returns last hidden states.
+        `vis_mask` (CPU bool, B x S) marks video tokens, which get the deepstack features `deep`."""
         kwargs = {self.cache_kw: cache, "use_cache": True}
         if vis_mask is not None and bool(vis_mask.any()):
-            kwargs.update(visual_pos_masks=vis_mask, deepstack_visual_embeds=deep)
-        out = self.lm(inputs_embeds=embeds, position_ids=positions, **kwargs)
+            kwargs.update(visual_pos_masks=vis_mask.to(self.device, non_blocking=True), deepstack_visual_embeds=deep)
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        out = self.lm(inputs_embeds=embeds, position_ids=positions.to(self.device, non_blocking=True), **kwargs)
         return out.last_hidden_state
 
     def _new_cache(self):
@@ -241,81 +252,113 @@ class HFScorer:
     @torch.no_grad()
     def score(self, prepared: dict, vision_key=None, greedy: bool = False,
               first_logprobs: bool = False) -> list[ChoiceResult]:
+        """Scores of every question of one video (see the module docstring for the steps)."""
         items, pixels = prepared["items"], prepared["pixels"]
-        inner = unwrap(self.model)
-        vid_tok = inner.config.video_token_id
+        vid_tok = unwrap(self.model).config.video_token_id
+        self._mark("start")
         video_embeds, deep = self.vision_features(pixels, vision_key) if pixels is not None else (None, None)
+        self._mark("vision")
         grid = pixels[1] if pixels is not None else None
 
-        # full-prompt embeddings, positions and the visual mask of each question
+        # per question (CPU): ids, rope positions, delta, video-token mask
         prompts = []
         for it in items:
-            ids = it["input_ids"]
+            ids = it["input_ids"].cpu()
             pos, delta = self._positions(ids, it["mm_token_type_ids"], grid)
-            prompts.append((ids, self._embed(ids, video_embeds), pos, delta, (ids == vid_tok).to(self.device)))
-
+            prompts.append((ids, pos, delta, ids == vid_tok))
         # shared prefix: the longest common prefix, leaving >= 1 prompt token per question
-        lengths = [len(p[0]) for p in prompts]
-        L = min(lengths) - 1
+        L = min(len(p[0]) for p in prompts) - 1
         for p in prompts[1:]:
             diff = (p[0][:L] != prompts[0][0][:L]).nonzero()
             if len(diff):
                 L = int(diff[0])
         cache = self._new_cache()
-        n_vis_prefix = int(prompts[0][4][:L].sum())
+        n_vis = int(prompts[0][3][:L].sum())  # video tokens inside the prefix
         if L > 0:
-            ids0, emb0, pos0, _, vis0 = prompts[0]
-            self._run(emb0[None, :L], pos0[:, None, :L], cache, vis0[None, :L],
-                      [d[:n_vis_prefix] for d in deep] if deep else None)
+            ids0, pos0, _, vis0 = prompts[0]
+            emb0 = self._embed(ids0[:L], video_embeds[:n_vis] if n_vis else None)
+            self._run(emb0[None], pos0[:, None, :L], cache, vis0[None, :L], [d[:n_vis] for d in deep] if n_vis else None)
+        self._mark("prefix")
 
         results = [ChoiceResult([], [], []) for _ in items]
         if greedy:
             for r, p, it in zip(results, prompts, items):
-                r.greedy_index, r.greedy_tokens = self._greedy(p, it, cache, L, n_vis_prefix, deep)
-        self._score_choices(prompts, items, results, cache, L, n_vis_prefix, deep, first_logprobs)
+                r.greedy_index, r.greedy_tokens = self._greedy(p, it, cache, L, n_vis, video_embeds, deep)
+        self._score_choices(prompts, items, results, cache, L, n_vis, video_embeds, deep, first_logprobs)
+        self._mark("choices")
         return results
 
-    def _suffix_rows(self, prompts, items, L):
-        """(row embeddings list, row positions list, row visual masks, row -> (question, choice), targets)."""
-        embs, poss, viss, rows = [], [], [], []
-        for qi, ((ids, emb, pos, delta, vis), it) in enumerate(zip(prompts, items)):
+    def _mark(self, stage: str) -> None:
+        if self.events is not None and torch.cuda.is_available():
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.events.append((stage, ev))
+
+    def _tree_mask(self, lengths: list[int], L: int, dtype) -> torch.Tensor:
+        """(1, 1, S, L + S) mask for rows packed into one sequence after an L-token prefix: each row sees the
+        prefix and itself causally, never another row (True / 0.0 = attend)."""
+        S = sum(lengths)
+        allow = torch.zeros(S, L + S, dtype=torch.bool)
+        allow[:, :L] = True
+        a = 0
+        for n in lengths:
+            allow[a:a + n, L + a:L + a + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            a += n
+        if getattr(self.lm.config, "_attn_implementation", "sdpa") == "eager":  # additive float mask
+            m = torch.zeros(S, L + S, dtype=dtype).masked_fill(~allow, torch.finfo(dtype).min)
+            return m[None, None].to(self.device)
+        return allow[None, None].to(self.device, non_blocking=True)
+
+    def _score_choices(self, prompts, items, results, cache, L, n_vis, video_embeds, deep, first_logprobs):
+        """Every (question, choice) row in one forward on the prefix cache: side by side as a batch on the cache
+        repeated per row (default: fastest measured on an H100), or with `pack_choices` packed into ONE
+        sequence under a tree attention mask (the prefix K/V read once, never copied: least memory)."""
+        row_ids, row_pos, lengths, rows = [], [], [], []
+        for qi, ((ids, pos, delta, vis), it) in enumerate(zip(prompts, items)):
             n = len(ids)
             for ci, choice in enumerate(it["choices"]):
-                c = torch.tensor(choice, device=self.device)
-                embs.append(torch.cat([emb[L:], self._embed(c, None)]))
-                cpos = (torch.arange(n, n + len(choice), device=self.device) + delta).expand(3, -1)
-                poss.append(torch.cat([pos[:, L:], cpos], 1))
-                viss.append(torch.cat([vis[L:], torch.zeros(len(choice), dtype=torch.bool, device=self.device)]))
+                c = torch.tensor(choice, dtype=ids.dtype)
+                row_ids.append(torch.cat([ids[L:], c]))
+                cpos = (torch.arange(n, n + len(choice), dtype=pos.dtype) + delta).expand(3, -1)
+                row_pos.append(torch.cat([pos[:, L:], cpos], 1))
+                lengths.append(n - L + len(choice))
                 rows.append((qi, ci, n - L, choice))
-        return embs, poss, viss, rows
-
-    def _score_choices(self, prompts, items, results, cache, L, n_vis_prefix, deep, first_logprobs):
-        embs, poss, viss, rows = self._suffix_rows(prompts, items, L)
-        R, S = len(rows), max(len(e) for e in embs)
-        D = embs[0].shape[-1]
-        # right padding: padded positions come after every real token, so causal attention never sees them
-        emb = embs[0].new_zeros(R, S, D)
-        pos = torch.zeros(3, R, S, dtype=poss[0].dtype, device=self.device)
-        vis = torch.zeros(R, S, dtype=torch.bool, device=self.device)
-        for r, (e, p, v) in enumerate(zip(embs, poss, viss)):
-            emb[r, :len(e)], pos[:, r, :len(e)], vis[r, :len(v)] = e, p, v
-        row_deep = None
-        if deep and bool(vis.any()):  # video tokens after the shared prefix (question-first layout)
-            row_deep = [torch.cat([d[n_vis_prefix:]] * R) for d in deep]
-        if cache.get_seq_length() > 0:
-            cache.batch_repeat_interleave(R)
-        hidden = self._run(emb, pos, cache, vis if row_deep else None, row_deep)
+        ids = torch.cat(row_ids)
+        vis = ids == unwrap(self.model).config.video_token_id
+        n_rows_vis = int(vis.sum()) // max(1, len(video_embeds) - n_vis) if (video_embeds is not None and
+                                                                               bool(vis.any())) else 0
+        emb = self._embed(ids, torch.cat([video_embeds[n_vis:]] * n_rows_vis) if n_rows_vis else None)
+        row_deep = [torch.cat([d[n_vis:]] * n_rows_vis) for d in deep] if n_rows_vis else None
+        pos = torch.cat(row_pos, 1)
+        if self.pack_choices:
+            mask = self._tree_mask(lengths, cache.get_seq_length(), emb.dtype)
+            hidden = self._run(emb[None], pos[:, None], cache, vis[None] if n_rows_vis else None, row_deep,
+                               attention_mask=mask)[0]
+            starts = torch.tensor([0] + lengths[:-1]).cumsum(0).tolist()
+        else:
+            # rows side by side, right-padded (padding comes after every real token: causal attention never
+            # sees it), on the prefix cache repeated per row
+            R, S = len(rows), max(lengths)
+            starts = [r * S for r in range(R)]
+            flat = torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)]).to(self.device)
+            emb_b = emb.new_zeros(R * S, emb.shape[-1]).index_copy_(0, flat, emb).view(R, S, -1)
+            pos_b = torch.zeros(3, R * S, dtype=pos.dtype)
+            pos_b[:, torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)])] = pos
+            vis_b = torch.zeros(R * S, dtype=torch.bool)
+            vis_b[torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)])] = vis
+            if cache.get_seq_length() > 0:
+                cache.batch_repeat_interleave(R)
+            hidden = self._run(emb_b, pos_b.view(3, R, S), cache, vis_b.view(R, S) if n_rows_vis else None,
+                               row_deep).reshape(R * S, -1)
         # only positions that predict a choice token go through the LM head
-        sel_r, sel_t, targets = [], [], []
-        for r, (qi, ci, start, choice) in enumerate(rows):
-            for t, tok in enumerate(choice):
-                sel_r.append(r)
-                sel_t.append(start - 1 + t)
-                targets.append(tok)
-        lp = self._logprobs(hidden[sel_r, sel_t])
-        tok_lp = lp[torch.arange(len(targets)), torch.tensor(targets, device=lp.device)].tolist()
+        sel, targets = [], []
+        for a, (qi, ci, start, choice) in zip(starts, rows):
+            sel += [a + start - 1 + t for t in range(len(choice))]
+            targets += choice
+        lp = self._logprobs(hidden[torch.tensor(sel).to(self.device, non_blocking=True)])
+        tok_lp = lp[torch.arange(len(targets), device=lp.device), torch.tensor(targets, device=lp.device)].tolist()
         k = 0
-        for r, (qi, ci, start, choice) in enumerate(rows):
+        for qi, ci, start, choice in rows:
             s = sum(tok_lp[k:k + len(choice)])
             if ci == 0 and first_logprobs:
                 results[qi].first_logprobs = lp[k].cpu()
@@ -325,15 +368,17 @@ class HFScorer:
             res.mean_scores.append(float(s) / len(choice))
             res.n_tokens.append(len(choice))
 
-    def _greedy(self, prompt, item, cache, L, n_vis_prefix, deep):
+    def _greedy(self, prompt, item, cache, L, n_vis, video_embeds, deep):
         """Greedy decoding under the choice grammar for one question, on the shared prefix cache (restored)."""
         if self._token_bytes is None:
             self._token_bytes = TokenBytes(getattr(self.processor, "tokenizer", self.processor))
-        ids, emb, pos, delta, vis = prompt
+        ids, pos, delta, vis = prompt
         choices = [t.encode("utf-8") for t in item["texts"]]
         n = len(ids)
-        d = [x[n_vis_prefix:] for x in deep] if deep else None
-        hidden = self._run(emb[None, L:], pos[:, None, L:], cache, vis[None, L:], d)
+        has_vis = bool(vis[L:].any())
+        emb = self._embed(ids[L:], video_embeds[n_vis:] if has_vis else None)
+        hidden = self._run(emb[None], pos[:, None, L:], cache, vis[None, L:],
+                           [x[n_vis:] for x in deep] if has_vis else None)
         done, out = b"", []
         for step in range(self.max_greedy_tokens + 1):
             logits = unwrap(self.model).lm_head(hidden[0, -1]).float()
@@ -346,8 +391,8 @@ class HFScorer:
             if tok == self.end_id:
                 break
             done += self._token_bytes_of(tok)
-            p = torch.full((3, 1, 1), n + step + delta, dtype=pos.dtype, device=self.device)
-            hidden = self._run(self._embed(torch.tensor([tok]), None)[None], p, cache)
+            p = torch.full((3, 1, 1), n + step + delta, dtype=pos.dtype)
+            hidden = self._run(self._embed(torch.tensor([tok]))[None], p, cache)
         cache.crop(-(cache.get_seq_length() - L))
         index = next((i for i, c in enumerate(choices) if c == done), None)
         return index, out

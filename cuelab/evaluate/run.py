@@ -258,8 +258,9 @@ class HFBackend:
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(cfg.seed)
-        self.model, self.processor = load_model(model_path, dtype=cfg.model.dtype,
-                                                attn_implementation=cfg.model.attn_implementation,
+        # the packed choice rows need a custom attention mask: SDPA (or eager), not flash-attention
+        attn = "sdpa" if cfg.model.attn_implementation == "flash_attention_2" else cfg.model.attn_implementation
+        self.model, self.processor = load_model(model_path, dtype=cfg.model.dtype, attn_implementation=attn,
                                                 device=device, adapter=adapter)
         batch_vision_attention(self.model)
         self.has_adapter = adapter is not None
