@@ -31,7 +31,7 @@ from cuelab.config import SyntheticConfig  # noqa: E402
 from cuelab.data.something_else import VideoTracks, load_annotations  # noqa: E402
 from cuelab.video.cues import CUES  # noqa: E402
 from cuelab.video.io import find_video, read_video, write_video  # noqa: E402
-from cuelab.video.render import _init_worker, _pool_context, render_videos  # noqa: E402
+from cuelab.video.render import _init_worker, _pool_context, render_video, render_videos  # noqa: E402
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "ssv2" / "166766.webm"
 
@@ -95,43 +95,101 @@ def webm_fixture(dest: Path, copies: int) -> tuple[Path, dict[str, VideoTracks]]
 
 # --- measurement -----------------------------------------------------------------------------------------------
 
-def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str], workers: list[int], reps: int,
-            tmp: Path) -> tuple[list[list], dict]:
-    """Best wall time and best CPU time per frame of every (condition, workers), runs interleaved."""
+def paired_cost(videos: Path, ann: dict[str, VideoTracks], cues: list[str], reps: int, tmp: Path) -> dict[str, float]:
+    """CPU ms per frame of each condition, measured video by video in one process: for every clip the floor
+    and each cue run back to back (their order rotated from clip to clip), so a busy spell on the shared cores
+    slows all of them alike. Cue runs use render_video, the very function a pool worker runs.
+    Returns the median over reps of each condition's total CPU time / frames."""
+    conds = ["floor", "floor_wide"] + cues
+    per_rep: dict[str, list[float]] = {c: [] for c in conds}
+    ids = sorted(ann)
+    for rep in range(reps):
+        cpu = dict.fromkeys(conds, 0.0)
+        frames = 0
+        for i, vid in enumerate(ids):
+            path = find_video(videos, vid)
+            order = conds[i % len(conds):] + conds[:i % len(conds)]
+            for cond in order:
+                out = tmp / "paired" / cond
+                t0 = time.process_time()
+                if cond.startswith("floor"):
+                    n, _ = _bare_one((str(path), str(out / f"{vid}.mp4"), cond == "floor_wide"))
+                else:
+                    n = render_video(path, vid, ann[vid], [cond], out)[0]["frames"]
+                cpu[cond] += time.process_time() - t0
+            frames += n
+        shutil.rmtree(tmp / "paired", ignore_errors=True)
+        for c in conds:
+            per_rep[c].append(1e3 * cpu[c] / frames)
+    return {c: float(np.median(v)) for c, v in per_rep.items()}
+
+
+def throughput(videos: Path, ann: dict[str, VideoTracks], cues: list[str], workers: list[int], reps: int,
+               tmp: Path, name: str) -> tuple[dict, dict]:
+    """Wall frames/s of whole runs (best of reps, interleaved): the floor through a plain pool, each cue and
+    all cues together through render_videos."""
     paths = [find_video(videos, v) for v in sorted(ann)]
-    configs = [("floor", w) for w in workers] + [("floor_wide", w) for w in workers]
-    configs += [(c, w) for c in cues for w in workers] + [("all_cues", w) for w in workers]
+    configs = [(c, w) for c in ["floor", "floor_wide", *cues, "all_cues"] for w in workers]
     wall: dict[tuple[str, int], float] = {}
-    cpu: dict[tuple[str, int], float] = {}  # CPU ms per frame
     frames: dict[tuple[str, int], int] = {}
     for rep in range(reps):
         for cond, w in configs:
             out = tmp / f"{name}_{cond}_{w}_{rep}"
             if cond.startswith("floor"):
-                sec, cpu_s, n = bare(paths, out, w, wide=cond == "floor_wide")
+                sec, _, n = bare(paths, out, w, wide=cond == "floor_wide")
             else:
-                sec, cpu_s, n = cue_run(videos, ann, cues if cond == "all_cues" else [cond], out, w)
+                sec, _, n = cue_run(videos, ann, cues if cond == "all_cues" else [cond], out, w)
             shutil.rmtree(out, ignore_errors=True)
-            key = (cond, w)
-            wall[key] = min(wall.get(key, np.inf), sec)
-            cpu[key] = min(cpu.get(key, np.inf), 1e3 * cpu_s / n)
-            frames[key] = n
-        print(f"  {name}: rep {rep + 1}/{reps} done, load average {os.getloadavg()[0]:.2f}", flush=True)
-    fps = {k: frames[k] / wall[k] for k in wall}
-    rows = []
+            wall[(cond, w)] = min(wall.get((cond, w), np.inf), sec)
+            frames[(cond, w)] = n
+        print(f"  {name}: throughput rep {rep + 1}/{reps}, load average {os.getloadavg()[0]:.2f}", flush=True)
+    return {k: frames[k] / wall[k] for k in wall}, wall
+
+
+def _spin(n: int) -> float:
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    return time.perf_counter() - t0
+
+
+def capacity(workers: int, n: int = 4_000_000) -> float:
+    """How much faster `workers` processes finish `workers` equal pure-Python jobs than one process runs them
+    one after another: what the machine can give right now (2.0 on two idle cores)."""
+    serial = sum(_spin(n) for _ in range(workers))
+    with ProcessPoolExecutor(workers, mp_context=_pool_context()) as pool:
+        list(pool.map(_spin, [1000] * workers))  # start the workers first
+        t0 = time.perf_counter()
+        list(pool.map(_spin, [n] * workers))
+        parallel = time.perf_counter() - t0
+    return serial / parallel
+
+
+def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str], workers: list[int], reps: int,
+            tmp: Path) -> tuple[list[list], dict]:
+    cap_before = capacity(workers[-1]) if len(workers) > 1 else 1.0
+    cost = paired_cost(videos, ann, cues, reps, tmp)
+    print(f"  {name}: paired CPU cost done, load average {os.getloadavg()[0]:.2f}", flush=True)
+    fps, wall = throughput(videos, ann, cues, workers, reps, tmp, name)
+    cap_after = capacity(workers[-1]) if len(workers) > 1 else 1.0
     w1 = workers[0]
-    for cond in ["floor"] + cues + ["all_cues"]:
+    rows = []
+    for cond in ["floor", *cues, "all_cues"]:
         floor = "floor_wide" if cond == "side_by_side" else "floor"
-        row = [name, cond, f"{cpu[(cond, w1)]:.3f}"]
-        row.append("-" if cond in ("floor", "all_cues") else f"{(cpu[(cond, w1)] / cpu[(floor, w1)] - 1) * 100:+.1f}%")
+        row = [name, cond]
+        if cond in cost:
+            row += [f"{cost[cond]:.3f}", "-" if cond == "floor" else f"{(cost[cond] / cost[floor] - 1) * 100:+.1f}%"]
+        else:
+            row += ["", ""]
         row += [f"{fps[(cond, w)]:.0f}" for w in workers]
-        row.append("-" if cond in ("floor", "all_cues") else f"{(fps[(floor, w1)] / fps[(cond, w1)] - 1) * 100:+.1f}%")
         if len(workers) > 1:
             row.append(f"{fps[(cond, workers[-1])] / fps[(cond, w1)]:.2f}x")
         rows.append(row)
     sep = sum(wall[(c, w1)] for c in cues)
-    info = {"all_vs_separate": wall[("all_cues", w1)] / sep, "frames": frames[("floor", w1)],
-            "floor_wide_1": fps[("floor_wide", w1)], "floor_wide_cpu": cpu[("floor_wide", w1)]}
+    info = {"all_vs_separate": wall[("all_cues", w1)] / sep, "frames": sum(read_video(find_video(videos, v)).n_frames
+                                                                          for v in ann),
+            "floor_wide_cpu": cost["floor_wide"], "capacity": (cap_before, cap_after)}
     return rows, info
 
 
@@ -170,17 +228,19 @@ def main() -> None:
             notes.append(f"- {name}: {len(ann)} clips, {info['frames']} frames; all cues in one run (decode once) "
                          f"took {info['all_vs_separate']:.2f} of the time of one run per cue (1 worker); "
                          f"side_by_side is compared with a floor that encodes the doubled width "
-                         f"({info['floor_wide_cpu']:.3f} CPU ms/frame, {info['floor_wide_1']:.0f} frames/s).")
-        header = ["clips", "condition", "CPU ms/frame", "CPU cost vs floor"]
+                         f"({info['floor_wide_cpu']:.3f} CPU ms/frame); the machine's own 2-process speedup on "
+                         f"pure-Python work, measured before and after: {info['capacity'][0]:.2f}x, "
+                         f"{info['capacity'][1]:.2f}x.")
+        header = ["clips", "condition", "CPU ms/frame (paired)", "cost vs floor"]
         header += [f"frames/s, {w} worker{'s' if w > 1 else ''}" for w in workers]
-        header.append(f"wall cost vs floor ({workers[0]} worker)")
         if len(workers) > 1:
-            header.append(f"{workers[-1]} vs {workers[0]} workers (wall)")
+            header.append(f"{workers[-1]} vs {workers[0]} workers")
         table = markdown_table(header, rows)
         notes.append(f"- best of {args.reps} interleaved runs each; load average {load0:.2f} at the start and "
                      f"{os.getloadavg()[0]:.2f} at the end (2 cores shared with other jobs).")
-        notes.append("- CPU ms/frame: process time inside the workers (robust to other jobs on the cores); "
-                     "frames/s: wall clock of the whole run, pool start and skip checks included.")
+        notes.append("- CPU ms/frame (paired): process time per frame, the floor and every cue run back to back "
+                     "on each clip in one process (median of reps), so other jobs on the shared cores slow all "
+                     "conditions alike; frames/s: wall clock of whole runs (best of reps), pool start included.")
         notes.append("- floor = read_video + write_video of the same clips (libx264 veryfast, crf 18, one thread); "
                      "cue rows go through render_videos (pool, skip checks, summary) with that cue alone; "
                      "all_cues = every cue in one run, frames/s counted over all outputs.")

@@ -166,15 +166,15 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
 
 
 def _pool_context():
-    """forkserver: workers are forked from a clean server process that preloaded this module. Plain fork
-    deadlocked here: a parent that had used OpenCV's thread pool left its locks held in the child (seen in
-    cv2.setNumThreads). Like every non-fork start method, a script calling render_videos needs the
-    `if __name__ == "__main__":` guard."""
+    """forkserver: workers are forked from a clean server process that preloaded this module and the main
+    module (so a new worker does not import them again). Plain fork deadlocked here: a parent that had used
+    OpenCV's thread pool left its locks held in the child (seen in cv2.setNumThreads). Like every non-fork
+    start method, a script calling render_videos needs the `if __name__ == "__main__":` guard."""
     methods = mp.get_all_start_methods()
     if "forkserver" not in methods:
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["cuelab.video.render"])
+    ctx.set_forkserver_preload(["__main__", "cuelab.video.render"])
     return ctx
 
 
