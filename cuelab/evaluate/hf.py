@@ -277,7 +277,8 @@ class HFScorer:
         if L > 0:
             ids0, pos0, _, vis0 = prompts[0]
             emb0 = self._embed(ids0[:L], video_embeds[:n_vis] if n_vis else None)
-            self._run(emb0[None], pos0[:, None, :L], cache, vis0[None, :L], [d[:n_vis] for d in deep] if n_vis else None)
+            self._run(emb0[None], pos0[:, None, :L], cache, vis0[None, :L],
+                      [d[:n_vis] for d in deep] if n_vis else None)
         self._mark("prefix")
 
         results = [ChoiceResult([], [], []) for _ in items]

@@ -23,7 +23,8 @@ from cuelab.fsutil import atomic_write_json, atomic_write_text
 ALL = "all"
 MIN_CLUSTERS = 5  # fewer videos than this: no clustered CI (NaN)
 CI_METHOD = ("Wilson score interval for accuracy; difference CI: cluster-robust (CR1, clustered by video) "
-             "standard error of the mean paired difference, normal 95%, none under 5 videos; McNemar exact (binomial) p-value")
+             "standard error of the mean paired difference, normal 95%, none under 5 videos; "
+             "McNemar exact (binomial) p-value")
 
 
 def wilson(correct: int, n: int, alpha: float = 0.05) -> tuple[float, float]:

@@ -150,8 +150,6 @@ def _evaluate(cfg, backend, model_path, adapter, model_name, base_name, question
               shard, server, device, progress) -> dict:
     from tqdm import tqdm
 
-    from cuelab.video.io import find_video, sample_frames
-
     files = {v: PredictionFile(predictions_path(out_dir, v.model, v.label, shard)) for v in vars_}
     groups = group_by_video(questions, shard)
     counts = {"scored": 0, "failed": 0, "already": 0}

@@ -8,9 +8,13 @@ Two ways to reach vLLM:
   video as a `file://` URL; `start_server` starts one on 127.0.0.1 with local media limited to the videos folder
   and frame sampling set from the config (`--media-io-kwargs`).
 
-Per question: one constrained generation (`greedy_index`: vLLM's choice grammar, greedy token by token), and the
-log-likelihood of each choice (+ `<|im_end|>`) from prompt log-probs, so the records hold the same `scores` and
-`mean_scores` as the hf backend and `cfg.eval.rule` picks the answer.
+Per question: one constrained generation (`greedy_index`: vLLM's choice grammar, greedy token by token; its
+first-token log-probs are under that grammar), and the log-likelihood of each choice (+ `<|im_end|>`): offline
+one forced token at a time (`allowed_token_ids`, raw log-prob), on a server from prompt log-probs of the
+answer turn. The records hold the same `scores` and `mean_scores` as the hf backend; `cfg.eval.rule` picks the
+answer. Known vLLM 0.32 (CPU) limits worked around here: base and LoRA requests go in separate `generate` calls
+(a mixed batch mis-applied the adapter to base rows), and prompt log-probs fail in an engine with LoRA enabled
+(so a server started with an adapter can give greedy answers but not `scores`).
 
 Imports only numpy / transformers / vllm and light cuelab modules: it runs inside the vLLM venv.
 """
@@ -43,7 +47,7 @@ def video_metadata(frames) -> dict:
 
 
 def _round(xs):
-    return [round(float(x), 5) for x in xs]
+    return [round(float(x), 5) for x in xs] if xs is not None else None
 
 
 def _pick(scores, mean_scores, greedy_index, rule):
@@ -78,7 +82,7 @@ class VLLMBackend:
         if self.server is None:
             from vllm import LLM
 
-            kw = dict(model=self.model_path, seed=cfg.seed, enforce_eager=True, limit_mm_per_prompt={"video": 1},
+            kw = dict(model=self.model_path, seed=cfg.seed, enforce_eager=_on_cpu(), limit_mm_per_prompt={"video": 1},
                       dtype=vllm_dtype(cfg.model.dtype, _on_cpu()))
             if _on_cpu():  # the CPU backend reserves this fraction of the machine's RAM for its KV cache
                 kw["gpu_memory_utilization"] = cpu_memory_fraction()
@@ -171,14 +175,16 @@ class VLLMBackend:
     def _record(self, v, q, choices, conts, sums, completion, prompt_ids):
         text = completion.text
         greedy = choices.index(text) if text in choices else None
-        means = [s / len(c) for s, c in zip(sums, conts)]
+        means = [s / len(c) for s, c in zip(sums, conts)] if sums is not None else None
         first = {}
         if completion.logprobs:  # first answer token, log-probs under the choice grammar (renormalised)
             first = {str(t): round(float(lp.logprob), 6) for t, lp in completion.logprobs[0].items()}
         extra = {"greedy_index": greedy, "text": text, "tokens": list(completion.token_ids),
-                 "prompt_tokens": len(prompt_ids), "prompt_ids_sha": prompt_ids_sha(prompt_ids), "first_logprobs": first}
-        return record(q, v.model, v.label, _round(sums), _round(means), _pick(sums, means, greedy, self.rule),
-                      rule=self.rule, backend="vllm", answer_index=q.get("answer_index"), **extra)
+                 "prompt_tokens": len(prompt_ids), "prompt_ids_sha": prompt_ids_sha(prompt_ids),
+                 "first_logprobs": first}
+        rule = self.rule if sums is not None else "greedy"
+        return record(q, v.model, v.label, _round(sums), _round(means), _pick(sums, means, greedy, rule), rule=rule,
+                      backend="vllm", answer_index=q.get("answer_index"), **extra)
 
     # -- server ----------------------------------------------------------------------------------------------------
     def _messages(self, q, cond, vid, hint, with_video):
@@ -218,6 +224,8 @@ class VLLMBackend:
             "top_logprobs": self.top_logprobs, "return_tokens_as_token_ids": True,
             "structured_outputs": {"choice": choices}})
         prompt_ids = gen.get("prompt_token_ids") or []
+        if self.adapter:  # prompt log-probs fail in a LoRA-enabled vLLM 0.32 engine: greedy answers only
+            return self._record(v, q, choices, conts, None, _ServerCompletion(gen["choices"][0]), prompt_ids)
         sums = []
         for c in conts:
             # the prompt with the choice as the assistant's turn: "...assistant\n<choice><|im_end|>\n"
