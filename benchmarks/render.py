@@ -124,6 +124,28 @@ def paired_cost(videos: Path, ann: dict[str, VideoTracks], cues: list[str], reps
     return {c: float(np.median(v)) for c, v in per_rep.items()}
 
 
+def decomposition(videos: Path, ann: dict[str, VideoTracks], cues: list[str], tmp: Path) -> dict[str, tuple]:
+    """Where a cue's cost goes, clip by clip in one process: CPU ms per frame spent drawing, and spent encoding
+    the cued frames (the encoder's work depends on what was drawn: edges, a dimmed frame)."""
+    from cuelab.video.cues import get_cue
+
+    acc = {c: [0.0, 0.0] for c in cues}
+    frames = 0
+    for vid in sorted(ann):
+        v = read_video(find_video(videos, vid), vid)
+        frames += v.n_frames
+        for c in cues:
+            cue = get_cue(c)
+            t0 = time.process_time()
+            layout = cue.layout(ann[vid], v.width, v.height)
+            drawn = [cue.draw(f, t, layout) for t, f in enumerate(v.frames)]
+            t1 = time.process_time()
+            write_video(tmp / "decomp.mp4", drawn, v.fps)
+            acc[c][0] += t1 - t0
+            acc[c][1] += time.process_time() - t1
+    return {c: (1e3 * d / frames, 1e3 * e / frames) for c, (d, e) in acc.items()}
+
+
 def throughput(videos: Path, ann: dict[str, VideoTracks], cues: list[str], workers: list[int], reps: int,
                tmp: Path, name: str) -> tuple[dict, dict]:
     """Wall frames/s of whole runs (best of reps, interleaved): the floor through a plain pool, each cue and
@@ -170,6 +192,7 @@ def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str
             tmp: Path) -> tuple[list[list], dict]:
     cap_before = capacity(workers[-1]) if len(workers) > 1 else 1.0
     cost = paired_cost(videos, ann, cues, reps, tmp)
+    parts = decomposition(videos, ann, cues, tmp)
     print(f"  {name}: paired CPU cost done, load average {os.getloadavg()[0]:.2f}", flush=True)
     fps, wall = throughput(videos, ann, cues, workers, reps, tmp, name)
     cap_after = capacity(workers[-1]) if len(workers) > 1 else 1.0
@@ -178,6 +201,7 @@ def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str
     for cond in ["floor", *cues, "all_cues"]:
         floor = "floor_wide" if cond == "side_by_side" else "floor"
         row = [name, cond]
+        row += [f"{parts[cond][0]:.3f}", f"{parts[cond][1]:.3f}"] if cond in parts else ["", ""]
         if cond in cost:
             row += [f"{cost[cond]:.3f}", "-" if cond == "floor" else f"{(cost[cond] / cost[floor] - 1) * 100:+.1f}%"]
         else:
@@ -231,7 +255,8 @@ def main() -> None:
                          f"({info['floor_wide_cpu']:.3f} CPU ms/frame); the machine's own 2-process speedup on "
                          f"pure-Python work, measured before and after: {info['capacity'][0]:.2f}x, "
                          f"{info['capacity'][1]:.2f}x.")
-        header = ["clips", "condition", "CPU ms/frame (paired)", "cost vs floor"]
+        header = ["clips", "condition", "draw ms/frame", "encode ms/frame", "CPU ms/frame (paired)",
+                  "cost vs floor"]
         header += [f"frames/s, {w} worker{'s' if w > 1 else ''}" for w in workers]
         if len(workers) > 1:
             header.append(f"{workers[-1]} vs {workers[0]} workers")
@@ -241,6 +266,9 @@ def main() -> None:
         notes.append("- CPU ms/frame (paired): process time per frame, the floor and every cue run back to back "
                      "on each clip in one process (median of reps), so other jobs on the shared cores slow all "
                      "conditions alike; frames/s: wall clock of whole runs (best of reps), pool start included.")
+        notes.append("- draw / encode ms/frame: one pass, the cue's drawing and the encoding of the cued frames "
+                     "timed apart (plain's encode = the floor's encode); a cue that adds edges or dims the frame "
+                     "makes libx264 work more, which no drawing speed-up removes.")
         notes.append("- floor = read_video + write_video of the same clips (libx264 veryfast, crf 18, one thread); "
                      "cue rows go through render_videos (pool, skip checks, summary) with that cue alone; "
                      "all_cues = every cue in one run, frames/s counted over all outputs.")

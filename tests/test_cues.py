@@ -289,3 +289,21 @@ def test_shifted_cues_of_two_objects_do_not_land_on_each_other():
     a, b = (m.boxes[0].astype(float) for m in layout.marks)
     overlap = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
     assert overlap == 0, (a, b)
+
+
+@pytest.mark.parametrize("name", ["spotlight", "blur_outside"])
+def test_region_cues_do_not_flicker_in_annotation_gaps(name):
+    """Frames 3 and 9 are annotated, 4-8 are a gap: the background stays treated, the region stays at the
+    nearest box, and no outline is drawn where no box exists."""
+    tr = VideoTracks("v", {"0": {3: BOX0, 9: BOX1}})
+    cue = get_cue(name)
+    frame = textured()
+    far = (slice(100, 118), slice(5, 15))  # far from both boxes
+    for t in range(4, 9):
+        out = cue.annotate(frame, t, tr)
+        assert not np.array_equal(out[far], frame[far]), f"frame {t}: background treated in the gap"
+        assert not mask(out, RED).any() and not mask(out, BLUE).any(), "no outline without a box"
+        near = BOX0 if t <= 6 else BOX1  # frame 6 is as far from 3 as from 9: the earlier box wins
+        x1, y1, x2, y2 = (int(v) for v in near)
+        assert np.array_equal(out[y1 + 3:y2 - 3, x1 + 3:x2 - 3], frame[y1 + 3:y2 - 3, x1 + 3:x2 - 3])
+    assert np.array_equal(cue.annotate(frame, 10, tr), frame), "after the last box: untouched"

@@ -60,6 +60,17 @@ class Mark:
         i = self.row.get(t)
         return None if i is None else self.boxes[i]
 
+    def nearest(self, t: int) -> np.ndarray | None:
+        """The box of frame t, or inside an annotation gap (between the object's first and last box) the box
+        of the nearest annotated frame (the earlier one on a tie); None outside that span."""
+        if not len(self.frames) or t < self.frames[0] or t > self.frames[-1]:
+            return None
+        i = self.row.get(t)
+        if i is not None:
+            return self.boxes[i]
+        k = int(np.searchsorted(self.frames, t))
+        return self.boxes[k - 1] if t - self.frames[k - 1] <= self.frames[k] - t else self.boxes[k]
+
     def centres(self) -> np.ndarray:
         """(N, 2) int32 box centres."""
         return np.stack([(self.boxes[:, 0] + self.boxes[:, 2]) // 2, (self.boxes[:, 1] + self.boxes[:, 3]) // 2], 1)
@@ -188,7 +199,10 @@ class BoxTrajectoryCue(TrajectoryCue):
 
 class _RegionCue(Cue):
     """Keeps the boxes' pixels as they are and changes the rest of the frame; a thin outline in the slot colour
-    keeps "the object in the red box" answerable under this cue too (outline=False leaves it out)."""
+    keeps "the object in the red box" answerable under this cue too (outline=False leaves it out).
+    Inside an annotation gap the lit region stays at the object's nearest annotated box (no outline is drawn
+    there): switching the whole frame between dimmed and clean at every missing annotation would flicker,
+    a signal of its own, and it made the encoder's work 30-50% larger on clips with gaps."""
 
     def __init__(self, *, outline: bool = True, **style):
         super().__init__(**style)
@@ -198,11 +212,11 @@ class _RegionCue(Cue):
         raise NotImplementedError
 
     def draw(self, frame, t, layout):
-        boxes = [b for m in layout.marks if (b := m.at(t)) is not None]
-        if not boxes:
-            return frame.copy()  # no object on this frame: nothing to single out
+        regions = [b for m in layout.marks if (b := m.nearest(t)) is not None]
+        if not regions:
+            return frame.copy()  # before the first or after the last box: nothing to single out
         out = self.background(frame)
-        for x1, y1, x2, y2 in boxes:
+        for x1, y1, x2, y2 in regions:
             out[y1:y2 + 1, x1:x2 + 1] = frame[y1:y2 + 1, x1:x2 + 1]
         if self.outline:
             draw_boxes(out, t, layout)
