@@ -91,35 +91,37 @@ def stage_questions(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     return {"train": len(train), "test": len(test), "per_kind": manifest.get("per_kind")}
 
 
-def conditions_needed(cfg: ExperimentConfig) -> list[str]:
-    """Every cue some later stage reads, in a stable order (plain first)."""
-    wanted = list(cfg.render.cues) + list(cfg.train.conditions) + list(cfg.eval.conditions)
-    if cfg.pretrain is not None:
-        wanted += list(cfg.pretrain.conditions)
-    if cfg.attention.enabled:
-        wanted += list(cfg.attention.conditions)
-    out = ["plain"] + [c for c in dict.fromkeys(wanted) if c != "plain"]
-    return out
+def conditions_needed(cfg: ExperimentConfig, split: str | None = None) -> list[str]:
+    """The cues a later stage reads, plain first: training videos are read under the (pre)training conditions,
+    test videos under the evaluation and attention ones (and `render.cues` for both)."""
+    wanted = list(cfg.render.cues)
+    if split in (None, "train"):
+        wanted += list(cfg.train.conditions) + (list(cfg.pretrain.conditions) if cfg.pretrain is not None else [])
+    if split in (None, "test"):
+        wanted += list(cfg.eval.conditions) + (list(cfg.attention.conditions) if cfg.attention.enabled else [])
+    return ["plain"] + [c for c in dict.fromkeys(wanted) if c != "plain"]
 
 
-def question_videos(paths: RunPaths) -> list[str]:
+def question_videos(paths: RunPaths, split: str) -> list[str]:
     from cuelab.fsutil import read_jsonl
 
-    vids = []
-    for split in ("train", "test"):
-        vids += [q["video"] for q in read_jsonl(paths.questions / f"{split}.jsonl")]
-    return list(dict.fromkeys(vids))
+    return list(dict.fromkeys(q["video"] for q in read_jsonl(paths.questions / f"{split}.jsonl")))
 
 
 def stage_render(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    """Render each split's videos under the conditions its later stages read, nothing more."""
     from cuelab.data.something_else import load_annotations
     from cuelab.video.render import render_videos
 
     _, annotations, videos = dataset_files(cfg, paths)
     tracks = load_annotations(annotations, strict=False).videos
-    return render_videos(videos, tracks, conditions_needed(cfg), paths.videos, workers=cfg.render.workers,
-                         crf=cfg.render.crf, include_hand=cfg.render.include_hand,
-                         video_ids=question_videos(paths))
+    summary = {}
+    for split in ("train", "test"):
+        summary[split] = render_videos(videos, tracks, conditions_needed(cfg, split), paths.videos,
+                                       workers=cfg.render.workers, crf=cfg.render.crf,
+                                       include_hand=cfg.render.include_hand,
+                                       video_ids=question_videos(paths, split))
+    return summary
 
 
 def base_model_path(cfg: ExperimentConfig, paths: RunPaths) -> str:
@@ -235,7 +237,7 @@ class Stage:
 STAGES: list[Stage] = [
     Stage("data", ("data",), stage_data),
     Stage("questions", ("questions",), stage_questions),
-    Stage("render", ("render", "train.conditions", "eval.conditions", "attention.conditions"), stage_render),
+    Stage("render", ("render", "train.conditions", "pretrain", "eval.conditions", "attention"), stage_render),
     Stage("model", ("model",), stage_model),
     Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain),
     Stage("train", ("train", "frames_train"), stage_train),

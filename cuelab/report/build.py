@@ -127,7 +127,7 @@ def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
            "(libx264, crf %d); a contact sheet and an animation per video:" % cfg.render.crf, ""]
     for vid in vids:
         try:
-            gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg), fig_dir / "previews")
+            gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg, "test"), fig_dir / "previews")
         except Exception as e:  # a preview is decoration: report it, keep the report
             out.append(f"(preview of video {vid} failed: {e})")
             continue
