@@ -169,10 +169,12 @@ def _paired_table(results: dict) -> list[str]:
     for _, r in comp.iterrows():
         a = f"{r['model']} {r['condition']}"
         b = f"{r['vs_model']} {r['vs_condition']}"
+        ci = (f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]" if _num(r["ci_low"])
+              else "(too few videos)")
         rows.append({"A": a, "B": b, "n": int(r["n"]), "A - B (points)": f"{100 * r['diff']:+.1f}",
-                     "95% CI (clustered by video)": f"[{100 * r['ci_low']:+.1f}, {100 * r['ci_high']:+.1f}]",
+                     "95% CI (clustered by video)": ci,
                      "only A right": int(r["only_a"]), "only B right": int(r["only_b"]),
-                     "McNemar p (exact)": f"{r['mcnemar_p']:.3g}"})
+                     "McNemar p (exact)": _num(r["mcnemar_p"], "{:.3g}")})
     return ["### Paired comparisons (same questions)", "",
             "Each cue against plain with the same model, and the fine-tuned model against the pretrained one "
             "under the same condition. The CI of the difference is clustered by video; the p-value is "
