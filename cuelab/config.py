@@ -32,6 +32,8 @@ class SyntheticConfig(Section):
     gaps: float = 0.0  # fraction of annotated frames left out of annotations.json, as in the real data
     single_object_fraction: float = 0.0  # scenes with one object (easy curriculum scenes)
     templates: list[str] | None = None  # restrict to these template names (None: all)
+    object_scale: float = 1.0  # object size multiplier (larger objects stay legible in small model frames)
+    motion_scale: float = 1.0  # amplitude multiplier of the in-place motions (shake, poke, squeeze)
 
 
 class DataConfig(Section):

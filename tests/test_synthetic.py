@@ -82,3 +82,36 @@ def test_same_seed_same_bytes_and_cli(tmp_path):
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     generate(SyntheticConfig(videos=6, seed=6), tmp_path / "c")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
+
+
+def _centre_x(box):
+    return (box[0] + box[2]) / 2
+
+
+def test_single_object_scenes_for_every_one_slot_template():
+    cfg = SyntheticConfig(videos=40, seed=2, min_objects=2, max_objects=3, single_object_fraction=1.0)
+    templates = [t for t in all_templates() if t.slots == 1]
+    for i in range(24):
+        entry, tr, frames, _ = make_scene(i, cfg, templates)
+        assert tr.objects() == ["0"] and len(entry.placeholders) == 1  # the acted-on object alone
+        assert len(tr.tracks["0"]) == len(frames)
+
+
+def test_motion_and_object_scale_make_the_action_larger():
+    shaking = [t for t in all_templates() if t.key == "shaking"]
+
+    def measure(**kw):
+        cfg = SyntheticConfig(videos=10, seed=4, **kw)
+        swings, sizes = [], []
+        for i in range(6):
+            _, tr, _, _ = make_scene(i, cfg, shaking)
+            xs = [_centre_x(b) for b in tr.tracks["0"].values()]
+            swings.append(max(xs) - min(xs))
+            sizes.append(np.median([b[2] - b[0] for b in tr.tracks["0"].values()]))
+        return np.mean(swings), np.mean(sizes)
+
+    swing1, size1 = measure()
+    swing2, _ = measure(motion_scale=2.0)
+    _, size2 = measure(object_scale=1.5)
+    assert swing2 > 1.8 * swing1 and swing1 > 10  # a shake the 2 fps sampling still sees
+    assert 1.4 * size1 < size2 < 1.6 * size1

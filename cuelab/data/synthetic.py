@@ -139,8 +139,10 @@ class SceneObject:
     r: float
 
 
-def _state(tpl: Template, p: float, a: SceneObject, b: SceneObject | None, w: int, h: int, start, end):
-    """Pose of the acted-on object at progress p: (cx, cy, angle, sx, sy, flip, hand (dx, dy) or None)."""
+def _state(tpl: Template, p: float, a: SceneObject, b: SceneObject | None, w: int, h: int, start, end,
+           motion: float = 1.0):
+    """Pose of the acted-on object at progress p: (cx, cy, angle, sx, sy, flip, hand (dx, dy) or None).
+    `motion` scales the amplitude of the in-place motions (shake, poke, squeeze)."""
     q = _ease(p)
     cx, cy = start[0] + (end[0] - start[0]) * q, start[1] + (end[1] - start[1]) * q
     angle, sx, sy, flip, hand = 0.0, 1.0, 1.0, False, (0.0, -1.6)
@@ -157,12 +159,13 @@ def _state(tpl: Template, p: float, a: SceneObject, b: SceneObject | None, w: in
             angle = 2.0 * math.pi * q * 1.5
             hand = (0.0, -1.6) if p < 0.15 else None
         elif v == "shaking":
-            cx = start[0] + math.sin(p * 6 * math.pi) * a.r * 0.9 * (1.0 if moving else 0.0)
+            # 1.5 back-and-forths: faster shaking aliases away at the 2 fps a video model samples
+            cx = start[0] + math.sin(p * 3 * math.pi) * a.r * 0.9 * motion * (1.0 if moving else 0.0)
         elif v == "poking":
             hand = (-1.6 - 1.2 * math.cos(math.pi * 2 * min(p, 1.0)) * (1.0 if moving else 0.0), 0.0)
-            cx = start[0] + a.r * 0.4 * _ease(max(0.0, (p - 0.5) * 2))
+            cx = start[0] + a.r * 0.4 * motion * _ease(max(0.0, (p - 0.5) * 2))
         elif v == "squeezing":
-            s = 1.0 - 0.45 * math.sin(math.pi * min(max(p, 0.0), 1.0))
+            s = 1.0 - min(0.75, 0.45 * motion) * math.sin(math.pi * min(max(p, 0.0), 1.0))
             sy, sx = s, 1.0 + (1.0 - s) * 0.5
             hand = (0.0, -0.6 - 1.0 * s)
     else:
@@ -193,7 +196,7 @@ def _state(tpl: Template, p: float, a: SceneObject, b: SceneObject | None, w: in
 def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random.Generator):
     """Start and end points of the acted-on object; may move the other objects to make room."""
     a = objs[0] if tpl.path != "cover" else objs[1]
-    b = objs[1] if tpl.path != "cover" else objs[0]
+    b = (objs[1] if tpl.path != "cover" else objs[0]) if len(objs) > 1 else None  # single-object scenes
     if tpl.path == "in_place":
         if tpl.verb == "lifting":
             a.y = h * rng.uniform(0.62, 0.75)
@@ -201,6 +204,8 @@ def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random
         if tpl.verb == "dropping":
             a.y = h * rng.uniform(0.28, 0.36)
             return (a.x, a.y), (a.x, a.y + h * 0.4)
+        return (a.x, a.y), (a.x, a.y)
+    if tpl.path == "turn":
         return (a.x, a.y), (a.x, a.y)
     if tpl.path in ("left_right", "right_left"):
         x0, x1 = w * rng.uniform(0.14, 0.26), w * rng.uniform(0.74, 0.86)
@@ -223,8 +228,6 @@ def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random
         return (b.x, b.y - h * 0.42), (b.x, b.y)
     if tpl.path == "cover":
         return far, (b.x, b.y - 1)
-    if tpl.path == "turn":
-        return (a.x, a.y), (a.x, a.y)
     raise ValueError(tpl.path)
 
 
@@ -238,7 +241,7 @@ def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> t
     if tpl.slots == 1 and rng.random() < cfg.single_object_fraction:
         n_obj = 1
     names = [OBJECT_NAMES[i] for i in rng.choice(len(OBJECT_NAMES), size=n_obj, replace=False)]
-    r = min(w, h) * 0.085
+    r = min(w, h) * 0.085 * cfg.object_scale
     objs = []
     for name in names:
         color, shape = name.split(" ")
@@ -270,7 +273,7 @@ def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> t
     for t in range(n_frames):
         p = (t - t0) / max(1, t1 - t0)
         img = bg.copy()
-        cx, cy, angle, sx, sy, flip, hand = _state(tpl, p, actor, partner, w, h, start, end)
+        cx, cy, angle, sx, sy, flip, hand = _state(tpl, p, actor, partner, w, h, start, end, cfg.motion_scale)
         under, over = [], []
         for o in objs:
             if o is actor:
