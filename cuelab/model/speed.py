@@ -1,4 +1,4 @@
-"""Speed-ups of the Qwen3-VL forward that keep its maths: batched vision attention.
+"""Speed-ups of the Qwen3-VL forward that keep its maths: batched vision attention, patch embedding as a matmul.
 
 With SDPA, transformers' vision encoder runs one attention call per frame pair (per `cu_seqlens` segment):
 32 calls x 24 layers for a 64-frame video, each too small to fill the GPU. Every frame pair of a video has the
@@ -54,5 +54,27 @@ def batch_vision_attention(model) -> int:
     for module in model.modules():
         if isinstance(module, Qwen3VLVisionAttention):
             module.forward = types.MethodType(_batched_forward, module)
+            n += 1
+    return n
+
+
+def _linear_patch_forward(self, hidden_states):
+    if type(self.proj) is not torch.nn.Conv3d:  # wrapped later (e.g. a LoRA layer): the module's own path
+        return type(self).forward(self, hidden_states)
+    w = self.proj.weight  # (out, C, T, P, P): a Conv3d whose stride is its kernel is one matmul on the patches
+    x = hidden_states.to(w.dtype).reshape(-1, w[0].numel())
+    return F.linear(x, w.reshape(w.shape[0], -1), self.proj.bias)
+
+
+def linear_patch_embed(model) -> int:
+    """Run the vision patch embedding (Conv3d, kernel = stride = one patch) as a matmul on the flattened
+    patches the processor already gives: same weights and state dict; on a CPU the Conv3d and its backward
+    were a fifth of a tiny model's training step (docs/demo-research.md). Returns how many modules were patched."""
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, Qwen3VLVisionPatchEmbed):
+            module.forward = types.MethodType(_linear_patch_forward, module)
             n += 1
     return n

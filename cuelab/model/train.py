@@ -101,13 +101,15 @@ def prepare_model(model, tc: TrainConfig, device, attn_implementation: str = "sd
     """The training form of a loaded Qwen3-VL: (model, optimizer param groups). LoRA: base weights as loaded
     (bf16 on GPU), adapters in float32 (PEFT's default). Full: every weight trainable, float32 master
     weights (autocast does the bf16 maths), the vision tower with its own lr if `vision_lr` is set.
-    On CUDA with SDPA the vision attention is batched (cuelab.model.speed), and with `compile` each LLM
-    decoder layer is compiled (2.3x the plain transformers + peft step together: benchmarks/RESULTS.md)."""
+    The vision patch embedding runs as a matmul and, with SDPA, the vision attention is batched
+    (cuelab.model.speed); on CUDA with `compile` each LLM decoder layer is compiled (2.3x the plain
+    transformers + peft step together: benchmarks/RESULTS.md)."""
     model.config.use_cache = False
     model.config.text_config.use_cache = False
-    if torch.device(device).type == "cuda" and attn_implementation == "sdpa":
-        from cuelab.model.speed import batch_vision_attention
+    from cuelab.model.speed import batch_vision_attention, linear_patch_embed
 
+    linear_patch_embed(model)
+    if attn_implementation == "sdpa":
         batch_vision_attention(model)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
