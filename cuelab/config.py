@@ -92,6 +92,9 @@ class TinyModelConfig(Section):
     num_key_value_heads: int = 2
     head_dim: int = 32
     initializer_range: float = 0.3
+    # the vision tower's: at Qwen's 0.02 its outputs are ~50x smaller than the text stream they join, and the
+    # model learns to look at the video several times slower (docs/demo-research.md)
+    vision_initializer_range: float = 0.3
     rope_theta: float = 10000.0
     mrope_section: list[int] = [6, 5, 5]
     vision_depth: int = 1

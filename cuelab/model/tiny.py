@@ -183,7 +183,8 @@ def tiny_config(cfg: TinyModelConfig, tokenizer):
     vision = dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden_size, num_heads=cfg.vision_num_heads,
                   intermediate_size=cfg.vision_intermediate_size, out_hidden_size=cfg.hidden_size,
                   patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256,
-                  deepstack_visual_indexes=list(cfg.deepstack_visual_indexes), hidden_act="gelu_pytorch_tanh")
+                  deepstack_visual_indexes=list(cfg.deepstack_visual_indexes), hidden_act="gelu_pytorch_tanh",
+                  initializer_range=cfg.vision_initializer_range)
     return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
                          image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                          vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
