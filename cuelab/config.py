@@ -151,6 +151,7 @@ class TrainConfig(Section):
     save_steps: int = 200
     log_steps: int = 10
     num_workers: int = 2  # threads encoding samples (frames + prompt) ahead of the training step
+    threads: int | None = None  # torch CPU threads (None: torch's default); a fixed count makes CPU runs bit-exact
 
 
 class EvalConfig(Section):

@@ -361,6 +361,8 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
             (out / name).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
+    if tc.threads:  # float sums split over threads differ in the last bits with the thread count
+        torch.set_num_threads(tc.threads)
     set_seed(tc.seed)
     base = _resolve_base(cfg, base_model, out, is_main, accelerator)
     model, processor, groups = setup_model(base, tc, cfg, accelerator.device, bf16)
