@@ -152,6 +152,7 @@ class TrainConfig(Section):
     log_steps: int = 10
     num_workers: int = 2  # threads encoding samples (frames + prompt) ahead of the training step
     threads: int | None = None  # torch CPU threads (None: torch's default); a fixed count makes CPU runs bit-exact
+    from_checkpoint: str | None = None  # pretrain only: a shipped model made with these settings (cuelab.model.shipped)
 
 
 class EvalConfig(Section):
