@@ -1,0 +1,50 @@
+"""The shipped pretrained model is taken only when made with the run's settings and intact."""
+
+import json
+from pathlib import Path
+
+from cuelab.config import load_config
+from cuelab.model.shipped import MANIFEST, check_checkpoint, pretrain_fingerprint, take_checkpoint, write_checkpoint
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def _model(tmp_path):
+    src = tmp_path / "pretrained"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"weights")
+    (src / "config.json").write_text("{}")
+    return src
+
+
+def test_taken_when_the_settings_match_and_refused_otherwise(tmp_path):
+    cfg = load_config(DEMO)
+    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg, {"accuracy": {"plain": 0.7}})
+    manifest = json.loads((ckpt / MANIFEST).read_text())
+    assert manifest["fingerprint"] == pretrain_fingerprint(cfg) and set(manifest["files"]) == {"model.safetensors",
+                                                                                                 "config.json"}
+    dest = tmp_path / "run" / "models" / "pretrained"
+    dest.parent.mkdir(parents=True)
+    assert take_checkpoint(ckpt, cfg, dest) is None
+    assert (dest / "model.safetensors").read_bytes() == b"weights" and not (dest / MANIFEST).exists()
+
+    # settings the weights do not depend on leave it usable
+    same = load_config(DEMO, ["pretrain.log_steps=1", "pretrain.num_workers=0", "eval.conditions=[plain]",
+                              "pretrain.from_checkpoint=null", "output_dir=elsewhere"])
+    assert check_checkpoint(ckpt, same) is None
+    # any that they do depend on: refused, naming the section
+    for override, section in (("pretrain.max_steps=10", "pretrain"), ("data.synthetic.videos=10", "data"),
+                              ("model.tiny.seed=3", "model"), ("frames_train.max_frames=4", "frames_train"),
+                              ("render.crf=30", "render")):
+        why = check_checkpoint(ckpt, load_config(DEMO, [override]))
+        assert why is not None and section in why, (override, why)
+        assert take_checkpoint(ckpt, load_config(DEMO, [override]), tmp_path / "nope") is not None
+        assert not (tmp_path / "nope").exists()
+
+
+def test_a_changed_or_missing_file_is_refused(tmp_path):
+    cfg = load_config(DEMO)
+    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg)
+    (ckpt / "model.safetensors").write_bytes(b"other weights")
+    assert "model.safetensors" in check_checkpoint(ckpt, cfg)
+    assert "no checkpoint.json" in check_checkpoint(tmp_path / "missing", cfg)
