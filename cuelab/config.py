@@ -162,7 +162,7 @@ class EvalConfig(Section):
     blind: bool = True
     hint: bool = False
     rule: Literal["sum", "mean", "greedy"] = "sum"  # which score picks the answer (all are recorded)
-    batch_size: int = 16
+    videos_per_call: int = 4  # hf backend on a GPU: videos scored together (vision, prefix, choices batched)
     vllm_server: str | None = None  # URL of a running vLLM server; None: offline LLM
 
 

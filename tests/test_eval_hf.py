@@ -69,6 +69,35 @@ def test_fast_path_equals_one_forward_per_choice(tiny, question_first, hint, bli
     assert results[0].scores != results[1].scores
 
 
+def _frames_sized(seed, h, w):
+    rng = np.random.default_rng(seed)
+    video = Video(rng.integers(0, 255, (24, h, w, 3), dtype=np.uint8), 12.0, "v.mp4")
+    return sample_frames(video, FrameSpec(fps=4.0, min_frames=4, max_frames=8, total_pixels=None,
+                                          max_pixels_per_frame=h * w), video_id="v")
+
+
+def test_several_videos_in_one_call_score_as_one_at_a_time(tiny, monkeypatch):
+    """score_many: one vision call for every new video; same-length prefixes batched, rows on their own video's
+    prefix; a blind video and a differently sized one in the same call; every score equals the reference."""
+    model, processor = tiny
+    videos = [(_frames_sized(0, 64, 96), QUESTIONS), (_frames_sized(2, 64, 96), QUESTIONS[:2]),
+              (None, QUESTIONS[1:]), (_frames_sized(3, 32, 96), QUESTIONS[::2])]
+    scorer = HFScorer(model, processor, vision_cache=VisionCache(size=8))
+    calls = []
+    inner = model.model
+    orig = inner.get_video_features
+    monkeypatch.setattr(inner, "get_video_features", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    prepared = [scorer.prepare(qs, fr) for fr, qs in videos]
+    many = scorer.score_many(prepared, [("a", "plain"), ("b", "plain"), None, ("d", "plain")])
+    assert len(calls) == 1  # three videos through the vision tower together
+    assert [len(r) for r in many] == [3, 2, 2, 2]
+    for (fr, qs), results in zip(videos, many):
+        for q, fast in zip(qs, results):
+            _close(fast, reference_scores(model, processor, q, fr), tol=1e-4)
+    # videos differ, so do their scores: rows did not read another video's prefix
+    assert max(abs(a - b) for a, b in zip(many[0][0].scores, many[1][0].scores)) > 1e-3
+
+
 def test_lora_base_and_adapter_share_vision_features(tiny):
     from peft import LoraConfig, get_peft_model
 

@@ -175,6 +175,27 @@ def test_full_mode_with_curriculum_phases(data, tmp_path):
     assert type(model).__name__ == "Qwen3VLForConditionalGeneration"
 
 
+def test_resumed_ranks_take_up_every_micro_batch_once(monkeypatch):
+    """Under DDP (2 ranks, grad_accum 2) the checkpoint's data position, written by rank 0, must be where the
+    whole step ended: after a resume neither rank repeats or skips a micro-batch."""
+    import cuelab.model.data as d
+
+    monkeypatch.setattr(d, "collate", lambda items, pad_id: items)
+    samples, world, accum, B = list(range(48)), 2, 2, 2
+
+    def take(start, rank, n):
+        it = d.batches(samples, samples, start, B, lambda s: s, 0, rank, world)
+        return [next(it) for _ in range(n)]
+
+    steps = 3
+    r0, r1 = take(0, 0, steps * accum), take(0, 1, steps * accum)
+    pos = r0[-1][0]  # what save_checkpoint records (rank 0's state)
+    resumed = take(pos, 0, 2) + take(pos, 1, 2)
+    seen = [x for _, b in r0 + r1 + resumed for x in b]
+    assert sorted(seen) == list(range(len(seen)))  # no micro-batch twice, none skipped
+    assert [b for _, b in take(pos, 1, 2)] == [b for _, b in take(0, 1, steps * accum + 2)[-2:]]
+
+
 def test_phase_selection_mixing_and_collator(data):
     qs = load_questions(data / "questions" / "train.jsonl")
     assert {q["kind"] for q in select(qs, kinds=["verb"])} == {"verb"}

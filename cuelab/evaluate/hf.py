@@ -199,16 +199,34 @@ class HFScorer:
 
     def vision_features(self, pixels, key=None):
         """(video embeddings (N, D), [deepstack features (N, D)] ) of one video, cached under `key`."""
+        return self.vision_features_many([pixels], [key])[0]
+
+    def vision_features_many(self, pixels_list, keys) -> list:
+        """vision_features of several videos: the ones not cached go through the vision tower in ONE call
+        (fewer, larger kernels: the tower is launch-bound at one video)."""
         inner = unwrap(self.model)
-
-        def compute():
-            pv, grid = pixels
-            out = inner.model.get_video_features(pv.to(self.device, non_blocking=True), grid.to(self.device))
-            embeds, deep = (out.pooler_output, out.deepstack_features) if hasattr(out, "pooler_output") else out
-            cat = lambda x: torch.cat(list(x), 0) if isinstance(x, (list, tuple)) else x  # noqa: E731
-            return cat(embeds), [cat(d) for d in deep]
-
-        return self.vision_cache.get(key, compute)
+        out = [None] * len(pixels_list)
+        todo = []
+        for i, (px, key) in enumerate(zip(pixels_list, keys)):
+            if px is None:
+                out[i] = (None, None)
+            elif key is not None and key in self.vision_cache.items:
+                out[i] = self.vision_cache.get(key, None)
+            else:
+                todo.append(i)
+        if todo:
+            pv = torch.cat([pixels_list[i][0].to(self.device, non_blocking=True) for i in todo])
+            grid = torch.cat([pixels_list[i][1] for i in todo])
+            res = inner.model.get_video_features(pv, grid.to(self.device))
+            embeds, deep = (res.pooler_output, res.deepstack_features) if hasattr(res, "pooler_output") else res
+            sizes = (grid.prod(-1) // inner.model.visual.spatial_merge_size ** 2).tolist()
+            split = lambda x: (torch.split(torch.cat(list(x)), sizes)  # noqa: E731
+                               if isinstance(x, (list, tuple)) else torch.split(x, sizes))
+            embeds, deep = split(embeds), [split(d) for d in deep]
+            for k, i in enumerate(todo):
+                value = (embeds[k], [d[k] for d in deep])
+                out[i] = self.vision_cache.get(keys[i], lambda v=value: v)
+        return out
 
     def _positions(self, ids: torch.Tensor, mm: torch.Tensor, grid) -> tuple[torch.Tensor, int]:
         """3-D rope positions (3, len) of one prompt, on the CPU (no GPU syncs), and the rope delta: text
@@ -253,41 +271,75 @@ class HFScorer:
     def score(self, prepared: dict, vision_key=None, greedy: bool = False,
               first_logprobs: bool = False) -> list[ChoiceResult]:
         """Scores of every question of one video (see the module docstring for the steps)."""
-        items, pixels = prepared["items"], prepared["pixels"]
-        vid_tok = unwrap(self.model).config.video_token_id
-        self._mark("start")
-        video_embeds, deep = self.vision_features(pixels, vision_key) if pixels is not None else (None, None)
-        self._mark("vision")
-        grid = pixels[1] if pixels is not None else None
+        return self.score_many([prepared], [vision_key], greedy, first_logprobs)[0]
 
-        # per question (CPU): ids, rope positions, delta, video-token mask
+    def _plan(self, items, grid) -> tuple[list, int]:
+        """Per question (CPU): (ids, rope positions, delta, video-token mask); and the shared prefix length: the
+        longest common prefix of the prompts, leaving >= 1 prompt token per question."""
+        vid_tok = unwrap(self.model).config.video_token_id
         prompts = []
         for it in items:
             ids = it["input_ids"].cpu()
             pos, delta = self._positions(ids, it["mm_token_type_ids"], grid)
             prompts.append((ids, pos, delta, ids == vid_tok))
-        # shared prefix: the longest common prefix, leaving >= 1 prompt token per question
         L = min(len(p[0]) for p in prompts) - 1
         for p in prompts[1:]:
             diff = (p[0][:L] != prompts[0][0][:L]).nonzero()
             if len(diff):
                 L = int(diff[0])
-        cache = self._new_cache()
-        n_vis = int(prompts[0][3][:L].sum())  # video tokens inside the prefix
-        if L > 0:
-            ids0, pos0, _, vis0 = prompts[0]
-            emb0 = self._embed(ids0[:L], video_embeds[:n_vis] if n_vis else None)
-            self._run(emb0[None], pos0[:, None, :L], cache, vis0[None, :L],
-                      [d[:n_vis] for d in deep] if n_vis else None)
-        self._mark("prefix")
+        return prompts, L
 
-        results = [ChoiceResult([], [], []) for _ in items]
-        if greedy:
-            for r, p, it in zip(results, prompts, items):
-                r.greedy_index, r.greedy_tokens = self._greedy(p, it, cache, L, n_vis, video_embeds, deep)
-        self._score_choices(prompts, items, results, cache, L, n_vis, video_embeds, deep, first_logprobs)
-        self._mark("choices")
-        return results
+    @torch.no_grad()
+    def score_many(self, prepared_list: list[dict], vision_keys=None, greedy: bool = False,
+                   first_logprobs: bool = False) -> list[list[ChoiceResult]]:
+        """score() of several videos at once: one vision-tower call for those not cached; videos whose shared
+        prefix has the same length and holds all their video tokens run their prefixes as one batch and all
+        their (question, choice) rows in one forward, each row on its own video's prefix cache. The same
+        scores as one video at a time (up to the order of floating-point sums)."""
+        n = len(prepared_list)
+        keys = list(vision_keys) if vision_keys is not None else [None] * n
+        self._mark("start")
+        feats = self.vision_features_many([p["pixels"] for p in prepared_list], keys)
+        self._mark("vision")
+        plans = [self._plan(p["items"], p["pixels"][1] if p["pixels"] is not None else None) for p in prepared_list]
+        groups: dict = {}
+        for i, (prompts, L) in enumerate(plans):
+            n_video = 0 if feats[i][0] is None else len(feats[i][0])
+            n_vis = int(prompts[0][3][:L].sum())
+            together = not greedy and not self.pack_choices and L > 0 and n_vis == n_video
+            groups.setdefault(("batch", L, n_vis > 0) if together else ("one", i), []).append(i)
+        out: list = [None] * n
+        for idx in groups.values():
+            L = plans[idx[0]][1]
+            entries = []
+            cache = self._new_cache()
+            embs, poss, viss, deeps = [], [], [], []
+            for i in idx:
+                prompts = plans[i][0]
+                video_embeds, deep = feats[i]
+                n_vis = int(prompts[0][3][:L].sum())  # video tokens inside the prefix
+                entries.append((prompts, prepared_list[i]["items"], n_vis, video_embeds, deep))
+                if L > 0:
+                    ids0, pos0, _, vis0 = prompts[0]
+                    embs.append(self._embed(ids0[:L], video_embeds[:n_vis] if n_vis else None))
+                    poss.append(pos0[:, :L])
+                    viss.append(vis0[:L])
+                    if n_vis:
+                        deeps.append([d[:n_vis] for d in deep])
+            if L > 0:
+                self._run(torch.stack(embs), torch.stack(poss, 1), cache, torch.stack(viss),
+                          [torch.cat(ds) for ds in zip(*deeps)] if deeps else None)
+            self._mark("prefix")
+            results = [[ChoiceResult([], [], []) for _ in e[1]] for e in entries]
+            if greedy:  # groups of one video (the prefix cache holds one row)
+                prompts, items, n_vis, video_embeds, deep = entries[0]
+                for r, p, it in zip(results[0], prompts, items):
+                    r.greedy_index, r.greedy_tokens = self._greedy(p, it, cache, L, n_vis, video_embeds, deep)
+            self._score_choices(entries, results, cache, L, first_logprobs)
+            self._mark("choices")
+            for i, r in zip(idx, results):
+                out[i] = r
+        return out
 
     def _mark(self, stage: str) -> None:
         if self.events is not None and torch.cuda.is_available():
@@ -310,61 +362,75 @@ class HFScorer:
             return m[None, None].to(self.device)
         return allow[None, None].to(self.device, non_blocking=True)
 
-    def _score_choices(self, prompts, items, results, cache, L, n_vis, video_embeds, deep, first_logprobs):
-        """Every (question, choice) row in one forward on the prefix cache: side by side as a batch on the cache
-        repeated per row (default: fastest measured on an H100), or with `pack_choices` packed into ONE
-        sequence under a tree attention mask (the prefix K/V read once, never copied: least memory)."""
-        row_ids, row_pos, lengths, rows = [], [], [], []
-        for qi, ((ids, pos, delta, vis), it) in enumerate(zip(prompts, items)):
-            n = len(ids)
-            for ci, choice in enumerate(it["choices"]):
-                c = torch.tensor(choice, dtype=ids.dtype)
-                row_ids.append(torch.cat([ids[L:], c]))
-                cpos = (torch.arange(n, n + len(choice), dtype=pos.dtype) + delta).expand(3, -1)
-                row_pos.append(torch.cat([pos[:, L:], cpos], 1))
-                lengths.append(n - L + len(choice))
-                rows.append((qi, ci, n - L, choice))
-        ids = torch.cat(row_ids)
-        vis = ids == unwrap(self.model).config.video_token_id
-        n_rows_vis = int(vis.sum()) // max(1, len(video_embeds) - n_vis) if (video_embeds is not None and
-                                                                               bool(vis.any())) else 0
-        emb = self._embed(ids, torch.cat([video_embeds[n_vis:]] * n_rows_vis) if n_rows_vis else None)
-        row_deep = [torch.cat([d[n_vis:]] * n_rows_vis) for d in deep] if n_rows_vis else None
+    def _score_choices(self, entries, results, cache, L, first_logprobs):
+        """Every (question, choice) row of the entries' videos in one forward on the prefix cache (one cache row
+        per video): side by side as a batch, each row on its own video's cache row (default: fastest measured
+        on an H100), or with `pack_choices` (one video) packed into ONE sequence under a tree attention mask
+        (the prefix K/V read once, never copied: least memory)."""
+        vid_tok = unwrap(self.model).config.video_token_id
+        embs, all_ids, row_pos, lengths, rows, slots, row_deep = [], [], [], [], [], [], []
+        for slot, (prompts, items, n_vis, video_embeds, deep) in enumerate(entries):
+            row_ids = []
+            for qi, ((ids, pos, delta, vis), it) in enumerate(zip(prompts, items)):
+                n = len(ids)
+                for ci, choice in enumerate(it["choices"]):
+                    c = torch.tensor(choice, dtype=ids.dtype)
+                    row_ids.append(torch.cat([ids[L:], c]))
+                    cpos = (torch.arange(n, n + len(choice), dtype=pos.dtype) + delta).expand(3, -1)
+                    row_pos.append(torch.cat([pos[:, L:], cpos], 1))
+                    lengths.append(n - L + len(choice))
+                    rows.append((slot, qi, ci, n - L, choice))
+                    slots.append(slot)
+            ids = torch.cat(row_ids)
+            all_ids.append(ids)
+            # video tokens after the prefix (question-first layouts): each row gets the rest of the video
+            n_rows_vis = int((ids == vid_tok).sum()) // max(1, len(video_embeds) - n_vis) if (
+                video_embeds is not None and bool((ids == vid_tok).any())) else 0
+            embs.append(self._embed(ids, torch.cat([video_embeds[n_vis:]] * n_rows_vis) if n_rows_vis else None))
+            if n_rows_vis:
+                row_deep.append([torch.cat([d[n_vis:]] * n_rows_vis) for d in deep])
+        emb = torch.cat(embs)
+        vis = torch.cat(all_ids) == vid_tok
+        deep_all = [torch.cat(ds) for ds in zip(*row_deep)] if row_deep else None
         pos = torch.cat(row_pos, 1)
-        if self.pack_choices:
+        if self.pack_choices and len(entries) == 1:
             mask = self._tree_mask(lengths, cache.get_seq_length(), emb.dtype)
-            hidden = self._run(emb[None], pos[:, None], cache, vis[None] if n_rows_vis else None, row_deep,
+            hidden = self._run(emb[None], pos[:, None], cache, vis[None] if deep_all else None, deep_all,
                                attention_mask=mask)[0]
             starts = torch.tensor([0] + lengths[:-1]).cumsum(0).tolist()
         else:
             # rows side by side, right-padded (padding comes after every real token: causal attention never
-            # sees it), on the prefix cache repeated per row
+            # sees it), each on its video's prefix cache row
             R, S = len(rows), max(lengths)
             starts = [r * S for r in range(R)]
-            flat = torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)]).to(self.device)
+            flat_cpu = torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)])
+            flat = flat_cpu.to(self.device, non_blocking=True)
             emb_b = emb.new_zeros(R * S, emb.shape[-1]).index_copy_(0, flat, emb).view(R, S, -1)
             pos_b = torch.zeros(3, R * S, dtype=pos.dtype)
-            pos_b[:, torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)])] = pos
+            pos_b[:, flat_cpu] = pos
             vis_b = torch.zeros(R * S, dtype=torch.bool)
-            vis_b[torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)])] = vis
+            vis_b[flat_cpu] = vis
             if cache.get_seq_length() > 0:
-                cache.batch_repeat_interleave(R)
-            hidden = self._run(emb_b, pos_b.view(3, R, S), cache, vis_b.view(R, S) if n_rows_vis else None,
-                               row_deep).reshape(R * S, -1)
+                if len(entries) == 1:
+                    cache.batch_repeat_interleave(R)
+                else:
+                    cache.batch_select_indices(torch.tensor(slots).to(self.device, non_blocking=True))
+            hidden = self._run(emb_b, pos_b.view(3, R, S), cache, vis_b.view(R, S) if deep_all else None,
+                               deep_all).reshape(R * S, -1)
         # only positions that predict a choice token go through the LM head
         sel, targets = [], []
-        for a, (qi, ci, start, choice) in zip(starts, rows):
+        for a, (slot, qi, ci, start, choice) in zip(starts, rows):
             sel += [a + start - 1 + t for t in range(len(choice))]
             targets += choice
         lp = self._logprobs(hidden[torch.tensor(sel).to(self.device, non_blocking=True)])
         tok_lp = lp[torch.arange(len(targets), device=lp.device), torch.tensor(targets, device=lp.device)].tolist()
         k = 0
-        for qi, ci, start, choice in rows:
+        for slot, qi, ci, start, choice in rows:
             s = sum(tok_lp[k:k + len(choice)])
+            res = results[slot][qi]
             if ci == 0 and first_logprobs:
-                results[qi].first_logprobs = lp[k].cpu()
+                res.first_logprobs = lp[k].cpu()
             k += len(choice)
-            res = results[qi]
             res.scores.append(float(s))
             res.mean_scores.append(float(s) / len(choice))
             res.n_tokens.append(len(choice))

@@ -244,7 +244,6 @@ def _chunks(it, n):
 # ---------------------------------------------------------------------------------------------------------------
 
 class HFBackend:
-    chunk = 1  # videos per scoring call
     workers = 2  # threads preparing the next videos (decode, frames, processor) while the model runs
 
     def __init__(self, cfg: ExperimentConfig, model_path, adapter=None, device=None):
@@ -264,28 +263,40 @@ class HFBackend:
         self.has_adapter = adapter is not None
         self.share_vision = not (self.has_adapter and vision_is_adapted(self.model))
         self.rule = cfg.eval.rule
+        # videos per scoring call: on a GPU several (one vision call, one batched prefix, one choices forward);
+        # on a CPU one (nothing to gain, and the memory of every row's prefix cache)
+        self.chunk = max(1, cfg.eval.videos_per_call if torch.device(device).type == "cuda" else 1)
+        self.workers = max(self.workers, self.chunk)
         self.scorer = HFScorer(self.model, self.processor, question_first=cfg.model.question_first,
-                               system_prompt=cfg.model.system_prompt, vision_cache=VisionCache(size=2))
+                               system_prompt=cfg.model.system_prompt, vision_cache=VisionCache(size=2 * self.chunk))
 
     def prepare(self, job):
         v, vid, cond, qs, frames = job
         return (v, vid, cond, qs, frames is not None, self.scorer.prepare(qs, frames, hint=v.hint))
 
     def score_jobs(self, jobs):
+        """Records of every job; the jobs of one variant (model, prompt) are scored together."""
         import contextlib
 
-        out = []
-        for v, vid, cond, qs, has_video, prepared in jobs:
+        out = [None] * len(jobs)
+        by_variant: dict = {}
+        for j, job in enumerate(jobs):
+            by_variant.setdefault(job[0], []).append(j)
+        for v, js in by_variant.items():
             ctx = self.model.disable_adapter() if (self.has_adapter and not v.adapter) else contextlib.nullcontext()
-            key = None if not has_video else (vid, cond) if self.share_vision else (vid, cond, v.adapter)
+            keys = [None if not jobs[j][4] else (jobs[j][1], jobs[j][2]) if self.share_vision
+                    else (jobs[j][1], jobs[j][2], v.adapter) for j in js]
             with ctx:
-                res = self.scorer.score(prepared, vision_key=key, greedy=self.rule == "greedy", first_logprobs=True)
-            out.append([record(q, v.model, v.label, _round(r.scores), _round(r.mean_scores), r.choice(self.rule),
-                               rule=self.rule, backend="hf", answer_index=q.get("answer_index"),
-                               **({"greedy_index": r.greedy_index} if r.greedy_index is not None else {}),
-                               prompt_tokens=len(it["input_ids"]), prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
-                               first_logprobs=_top(self.scorer.grammar_logprobs(r.first_logprobs, it["texts"])))
-                        for q, r, it in zip(qs, res, prepared["items"])])
+                results = self.scorer.score_many([jobs[j][5] for j in js], keys, greedy=self.rule == "greedy",
+                                                 first_logprobs=True)
+            for j, res in zip(js, results):
+                qs, prepared = jobs[j][3], jobs[j][5]
+                out[j] = [record(q, v.model, v.label, _round(r.scores), _round(r.mean_scores), r.choice(self.rule),
+                                 rule=self.rule, backend="hf", answer_index=q.get("answer_index"),
+                                 **({"greedy_index": r.greedy_index} if r.greedy_index is not None else {}),
+                                 prompt_tokens=len(it["input_ids"]), prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
+                                 first_logprobs=_top(self.scorer.grammar_logprobs(r.first_logprobs, it["texts"])))
+                          for q, r, it in zip(qs, res, prepared["items"])]
         return out
 
 

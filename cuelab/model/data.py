@@ -175,8 +175,9 @@ def collate(items: list[dict], pad_id: int) -> dict:
 
 def batches(samples: list[Sample], order: list[int], start: int, batch_size: int, encoder: SampleEncoder,
             pad_id: int, rank: int = 0, world: int = 1, workers: int = 0) -> Iterator[tuple[int, dict | None]]:
-    """Yield (position after the batch, batch) from micro-batch position `start` of `order`. Micro-batch g
-    holds order[g*B:(g+1)*B] and goes to rank g % world. Unreadable samples are dropped from their batch
+    """Yield (position after the batch's round, batch) from micro-batch position `start` of `order`. Micro-batch
+    g holds order[g*B:(g+1)*B] and goes to rank g % world; micro-batches are taken in rounds of `world` (one
+    each), so the position after g is the end of its round: every rank resumes where the whole step ended. Unreadable samples are dropped from their batch
     (None when nothing is left). `workers` threads encode samples ahead, in order (same result either way)."""
     n_batches = len(order) // batch_size  # an incomplete last batch is dropped: every step has B samples
     mine = [g for g in range(start, n_batches) if g % world == rank]
@@ -191,7 +192,7 @@ def batches(samples: list[Sample], order: list[int], start: int, batch_size: int
             results = _ordered_prefetch(pool, encode_batch, mine, ahead=2)
         for g, items in zip(mine, results):
             items = [it for it in items if it is not None]
-            yield g + 1, (collate(items, pad_id) if items else None)
+            yield (g // world + 1) * world, (collate(items, pad_id) if items else None)
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
