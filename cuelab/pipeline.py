@@ -144,17 +144,30 @@ def stage_model(cfg: ExperimentConfig, paths: RunPaths) -> dict:
 
 
 def stage_pretrain(cfg: ExperimentConfig, paths: RunPaths) -> dict:
-    """Demo only: full training of the tiny model on plain videos, so "pretrained" means something."""
+    """Demo only: full training of the tiny model on plain videos, so "pretrained" means something; or the
+    shipped result of exactly that (`pretrain.from_checkpoint`), taken when it was made with these settings."""
     if cfg.pretrain is None:
         return {"skipped": "no pretrain section"}
     import shutil
 
     from cuelab.model.train import train
 
+    final = paths.models / "pretrained"
+    if cfg.pretrain.from_checkpoint:
+        from cuelab.model.shipped import resolve, take_checkpoint
+
+        why = take_checkpoint(cfg.pretrain.from_checkpoint, cfg, final)
+        if why is None:
+            made = load_json(resolve(cfg.pretrain.from_checkpoint) / "checkpoint.json")
+            console.print(f"pretrain: took the shipped model {cfg.pretrain.from_checkpoint} (made by this config's "
+                          "own pretraining; `--from-scratch` / pretrain.from_checkpoint=null redoes it)")
+            return {"from_checkpoint": str(cfg.pretrain.from_checkpoint), "fingerprint": made.get("fingerprint", "")}
+        console.print(f"pretrain: the shipped model {cfg.pretrain.from_checkpoint} is not taken ({why}): "
+                      "pretraining from scratch")
+
     out = paths.models / "pretrain-run"
     summary = train(cfg, paths.questions / "train.jsonl", paths.videos, out, base_model=str(paths.models / "tiny-init"),
                     resume=True, train_cfg=cfg.pretrain)
-    final = paths.models / "pretrained"
     if final.exists():
         shutil.rmtree(final)
     shutil.copytree(out / "final", final)

@@ -76,13 +76,15 @@ def _frames_sized(seed, h, w):
                                           max_pixels_per_frame=h * w), video_id="v")
 
 
-def test_several_videos_in_one_call_score_as_one_at_a_time(tiny, monkeypatch):
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_several_videos_in_one_call_score_as_one_at_a_time(tiny, monkeypatch, shared_prefix):
     """score_many: one vision call for every new video; same-length prefixes batched, rows on their own video's
-    prefix; a blind video and a differently sized one in the same call; every score equals the reference."""
+    prefix (read in place, or from a per-row copy of the cache); a blind video and a differently sized one in
+    the same call; every score equals the reference."""
     model, processor = tiny
     videos = [(_frames_sized(0, 64, 96), QUESTIONS), (_frames_sized(2, 64, 96), QUESTIONS[:2]),
               (None, QUESTIONS[1:]), (_frames_sized(3, 32, 96), QUESTIONS[::2])]
-    scorer = HFScorer(model, processor, vision_cache=VisionCache(size=8))
+    scorer = HFScorer(model, processor, vision_cache=VisionCache(size=8), shared_prefix=shared_prefix)
     calls = []
     inner = model.model
     orig = inner.get_video_features

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from cuelab.config import load_config
 from cuelab.model.shipped import MANIFEST, check_checkpoint, pretrain_fingerprint, take_checkpoint, write_checkpoint
 
@@ -48,3 +50,31 @@ def test_a_changed_or_missing_file_is_refused(tmp_path):
     (ckpt / "model.safetensors").write_bytes(b"other weights")
     assert "model.safetensors" in check_checkpoint(ckpt, cfg)
     assert "no checkpoint.json" in check_checkpoint(tmp_path / "missing", cfg)
+
+
+def test_the_repository_checkpoint_matches_the_demo_config():
+    """checkpoints/demo-pretrained was made by configs/demo.yaml's own pretraining (scripts/demo_checkpoint.py);
+    a change to a setting its weights depend on must come with a new checkpoint."""
+    assert check_checkpoint(DEMO.parents[1] / "checkpoints" / "demo-pretrained", load_config(DEMO)) is None
+
+
+def test_pretrain_stage_takes_a_matching_checkpoint_and_trains_otherwise(tmp_path, monkeypatch):
+    import cuelab.model.train as train_mod
+    from cuelab.pipeline import RunPaths, stage_pretrain
+
+    quick = DEMO.with_name("demo-quick.yaml")
+    cfg = load_config(quick, [f"output_dir={tmp_path / 'run'}"])
+    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg)
+    trained = []
+    monkeypatch.setattr(train_mod, "train", lambda *a, **k: trained.append(1) or {})
+    cfg = load_config(quick, [f"output_dir={tmp_path / 'run'}", f"pretrain.from_checkpoint={ckpt}"])
+    paths = RunPaths(Path(cfg.output_dir))
+    summary = stage_pretrain(cfg, paths)
+    assert summary["from_checkpoint"] == str(ckpt) and not trained
+    assert (paths.models / "pretrained" / "model.safetensors").read_bytes() == b"weights"
+    # other settings: the checkpoint is refused and the stage pretrains
+    other = load_config(quick, [f"output_dir={tmp_path / 'run'}", f"pretrain.from_checkpoint={ckpt}",
+                                "pretrain.max_steps=3"])
+    with pytest.raises(FileNotFoundError):  # the stubbed train wrote no final model to copy
+        stage_pretrain(other, paths)
+    assert trained == [1]

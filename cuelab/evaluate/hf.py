@@ -10,11 +10,15 @@ Fast path, one video at a time (all its questions together):
      base and the fine-tuned model (`VisionCache`);
   2. the longest common prefix of the video's prompts (system + video, for the video-first layout) runs once
      and its KV cache is kept;
-  3. every (question, choice) row, i.e. the rest of its prompt + the choice, runs in ONE forward on the prefix
-     cache: as a batch on the cache repeated per row, or (`pack_choices`) packed into one sequence under a tree
-     attention mask (a row sees the prefix and itself, never another row); 3-D rope positions come from
+  3. every (question, choice) row, i.e. the rest of its prompt + the choice, runs in ONE forward: as a batch of
+     rows whose attention reads their video's prefix K/V in place (`shared_prefix_attention`: the prefix part
+     and the row's own causal part computed apart and merged by their log-sum-exp, so no row copies the
+     ~3,700-token prefix cache), or on the prefix cache repeated per row (`shared_prefix=False`), or
+     (`pack_choices`) packed into one sequence under a tree attention mask; 3-D rope positions come from
      `get_rope_index` of each full prompt; the LM head runs only on the positions that predict a choice token.
      Bookkeeping stays on the CPU.
+Several videos go through steps 1-3 together (`score_many`): one vision call, one batched prefix, one forward
+for all their rows (on a GPU the per-video launch overhead is most of the time at one video a call).
 `reference_scores` (one full forward per choice through the model's own forward) is what the tests compare with.
 """
 
@@ -149,6 +153,78 @@ class TokenBytes:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Choice rows reading their video's prefix in place.
+# ---------------------------------------------------------------------------------------------------------------
+
+SHARED_PREFIX_ATTENTION = "cuelab_shared_prefix"
+
+
+class SharedPrefix:
+    """What shared_prefix_attention reads besides the rows' own K/V: the prefix cache (one batch row per video)
+    and the contiguous range of choice rows of each video."""
+
+    def __init__(self, cache, slots: list[int]):
+        self.cache, self.ranges = cache, []
+        a = 0
+        for b in range(1, len(slots) + 1):
+            if b == len(slots) or slots[b] != slots[a]:
+                self.ranges.append((slots[a], a, b))
+                a = b
+
+    def layer(self, i: int):
+        layer = self.cache.layers[i]
+        return layer.keys, layer.values
+
+
+def _attend_with_lse(q, k, v, scale: float):
+    """Full (unmasked) attention of q (1, Hkv, M, d) over k, v (1, Hkv, L, d): (output, log-sum-exp (1, Hkv, M))."""
+    if q.is_cuda:  # the memory-efficient SDPA kernel also returns the log-sum-exp (bf16 and float32)
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False,
+                                                                          scale=scale)[:2]
+        return out.float(), lse[..., :q.shape[2]].float()
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    return torch.matmul(torch.softmax(s, -1), v.float()), torch.logsumexp(s, -1)
+
+
+@torch.compiler.disable  # a Python loop over videos: compiled decoder layers call it eagerly (a graph break)
+def shared_prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                            shared_prefix: SharedPrefix | None = None, **kwargs):
+    """Attention of choice rows (R, H, S, d) over [their video's prefix ; their own tokens, causally] without
+    building per-row K/V: softmax over the union = the two partial softmaxes weighted by their log-sum-exps.
+    `key`/`value` (R, Hkv, S, d) are the rows' own (no cache update); rows are right-padded, so the causal
+    part never lets a real token see padding. Returns (R, S, H, d) like transformers' SDPA path."""
+    R, H, S, d = query.shape
+    hkv = key.shape[1]
+    rep = H // hkv
+    scale = scaling if scaling is not None else d ** -0.5
+    q = query.view(R, hkv, rep, S, d)  # head h reads kv head h // rep (transformers' repeat_kv order)
+    s_own = torch.matmul(q.float(), key.float()[:, :, None].transpose(-1, -2)) * scale  # (R, hkv, rep, S, S)
+    s_own = s_own.masked_fill(torch.ones(S, S, dtype=torch.bool, device=query.device).triu(1), float("-inf"))
+    lse_own = torch.logsumexp(s_own, -1)
+    out_own = torch.matmul(torch.softmax(s_own, -1), value.float()[:, :, None])
+    pk, pv = shared_prefix.layer(module.layer_idx)
+    out_pre, lse_pre = torch.empty_like(out_own), torch.empty_like(lse_own)
+    for slot, a, b in shared_prefix.ranges:  # every row of a video reads that video's prefix: one call
+        n = b - a
+        qv = q[a:b].permute(1, 2, 0, 3, 4).reshape(1, hkv, rep * n * S, d)
+        o, lse = _attend_with_lse(qv, pk[slot:slot + 1], pv[slot:slot + 1], scale)
+        out_pre[a:b] = o.view(hkv, rep, n, S, d).permute(2, 0, 1, 3, 4)
+        lse_pre[a:b] = lse.view(hkv, rep, n, S).permute(2, 0, 1, 3)
+    m = torch.maximum(lse_pre, lse_own)
+    w_pre, w_own = torch.exp(lse_pre - m)[..., None], torch.exp(lse_own - m)[..., None]
+    out = (w_pre * out_pre + w_own * out_own) / (w_pre + w_own)
+    return out.view(R, H, S, d).transpose(1, 2).contiguous().to(query.dtype), None
+
+
+def _register_shared_prefix_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(SHARED_PREFIX_ATTENTION, sdpa_mask)  # the mask is not read
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The scorer.
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -158,13 +234,17 @@ class HFScorer:
     `model` is in eval mode; `processor` its processor. Prompts come from cuelab.model.prompt.build_inputs."""
 
     def __init__(self, model, processor, question_first: bool = False, system_prompt: str | None = None,
-                 vision_cache: VisionCache | None = None, max_greedy_tokens: int = 48, pack_choices: bool = False):
+                 vision_cache: VisionCache | None = None, max_greedy_tokens: int = 48, pack_choices: bool = False,
+                 shared_prefix: bool = True):
         self.model, self.processor = model, processor
         self.question_first, self.system_prompt = question_first, system_prompt
         self.vision_cache = vision_cache if vision_cache is not None else VisionCache()
         self.events: list | None = None  # set to a list to record (stage, start, end) CUDA events (benchmarks)
         self.max_greedy_tokens = max_greedy_tokens
         self.pack_choices = pack_choices
+        self.shared_prefix = shared_prefix
+        if shared_prefix:
+            _register_shared_prefix_attention()
         self.end_id = end_token_id(processor)
         self._token_bytes = None
         inner = unwrap(model)
@@ -174,15 +254,17 @@ class HFScorer:
     # -- inputs (CPU) --------------------------------------------------------------------------------------------
     def prepare(self, questions: list[dict], frames=None, hint: bool = False) -> dict:
         """Processor inputs of every question of one video (pixel values kept once) + choice token ids.
-        CPU only and thread-safe: the driver runs it ahead of scoring in worker threads."""
+        Thread-safe: the driver runs it ahead of scoring in worker threads. On a GPU the video processor's
+        rescale / normalise / patch steps run there (the frames go over as uint8: a quarter of the bytes, and
+        the CPU work that capped throughput is gone); the rest is CPU work."""
         items, pixels = [], None
         processor = video_processed_once(self.processor)
+        device = self.device if self.device.type == "cuda" else None
         for q in questions:
             inp = build_inputs(processor, q, frames, hint=hint, question_first=self.question_first,
-                               system_prompt=self.system_prompt)
+                               system_prompt=self.system_prompt, device=device)
             if frames is not None and pixels is None:
-                pv = inp["pixel_values_videos"].to(self.dtype)  # half the bytes to copy in bf16
-                pixels = (pv.pin_memory() if self.device.type == "cuda" else pv, inp["video_grid_thw"])
+                pixels = (inp["pixel_values_videos"].to(self.dtype), inp["video_grid_thw"].cpu())
             items.append({"input_ids": inp["input_ids"][0], "mm_token_type_ids": inp["mm_token_type_ids"][0],
                           "choices": choice_token_ids(self.processor, q, with_end=True),
                           "texts": [str(c) for c in q["choices"]]})
@@ -247,16 +329,27 @@ class HFScorer:
             emb[idx.to(self.device, non_blocking=True)] = video_embeds.to(emb.dtype)
         return emb
 
-    def _run(self, embeds, positions, cache, vis_mask=None, deep=None, attention_mask=None):
+    def _run(self, embeds, positions, cache, vis_mask=None, deep=None, attention_mask=None, shared=None):
         """Language model on (B, S, D) embeddings with (3, B, S) positions; returns last hidden states.
-        `vis_mask` (CPU bool, B x S) marks video tokens, which get the deepstack features `deep`."""
+        `vis_mask` (CPU bool, B x S) marks video tokens, which get the deepstack features `deep`. With `shared`
+        (a SharedPrefix) the rows attend to their video's prefix through shared_prefix_attention and `cache`
+        is not touched."""
         kwargs = {self.cache_kw: cache, "use_cache": True}
         if vis_mask is not None and bool(vis_mask.any()):
             kwargs.update(visual_pos_masks=vis_mask.to(self.device, non_blocking=True), deepstack_visual_embeds=deep)
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
-        out = self.lm(inputs_embeds=embeds, position_ids=positions.to(self.device, non_blocking=True), **kwargs)
-        return out.last_hidden_state
+        pos = positions.to(self.device, non_blocking=True)
+        if shared is None:
+            return self.lm(inputs_embeds=embeds, position_ids=pos, **kwargs).last_hidden_state
+        kwargs.update({self.cache_kw: None, "use_cache": False, "shared_prefix": shared})
+        config = self.lm.config
+        before = config._attn_implementation
+        config._attn_implementation = SHARED_PREFIX_ATTENTION
+        try:
+            return self.lm(inputs_embeds=embeds, position_ids=pos, **kwargs).last_hidden_state
+        finally:
+            config._attn_implementation = before
 
     def _new_cache(self):
         from transformers import DynamicCache
@@ -410,13 +503,16 @@ class HFScorer:
             pos_b[:, flat_cpu] = pos
             vis_b = torch.zeros(R * S, dtype=torch.bool)
             vis_b[flat_cpu] = vis
+            shared = None
             if cache.get_seq_length() > 0:
-                if len(entries) == 1:
+                if self.shared_prefix:
+                    shared = SharedPrefix(cache, slots)
+                elif len(entries) == 1:
                     cache.batch_repeat_interleave(R)
                 else:
                     cache.batch_select_indices(torch.tensor(slots).to(self.device, non_blocking=True))
             hidden = self._run(emb_b, pos_b.view(3, R, S), cache, vis_b.view(R, S) if deep_all else None,
-                               deep_all).reshape(R * S, -1)
+                               deep_all, shared=shared).reshape(R * S, -1)
         # only positions that predict a choice token go through the LM head
         sel, targets = [], []
         for a, (slot, qi, ci, start, choice) in zip(starts, rows):

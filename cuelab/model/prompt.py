@@ -78,10 +78,11 @@ def choice_token_ids(processor, question: dict, with_end: bool = False) -> list[
 
 
 def build_inputs(processor, question: dict, frames=None, answer: str | None = None, hint: bool = False,
-                 question_first: bool = False, system_prompt: str | None = None) -> dict:
+                 question_first: bool = False, system_prompt: str | None = None, device=None) -> dict:
     """Processor inputs for one question (batch of 1): input_ids, attention_mask, mm_token_type_ids and, with
     frames, pixel_values_videos and video_grid_thw. `frames` is a SampledFrames (already sized: no resize or
-    resampling here) or None for the blind prompt. With `answer`, its tokens + `<|im_end|>` are appended,
+    resampling here) or None for the blind prompt; `device` (e.g. "cuda") runs the video processor's rescale,
+    normalisation and patching there (pixel values come back on it). With `answer`, its tokens + `<|im_end|>` are appended,
     `labels` is -100 everywhere else, and `answer_start` is the index of the first answer token."""
     import torch
 
@@ -89,7 +90,7 @@ def build_inputs(processor, question: dict, frames=None, answer: str | None = No
     if frames is None:
         out = processor(text=[text], return_tensors="pt")
     else:
-        kwargs = {}
+        kwargs = {"device": str(device)} if device is not None else {}
         if hasattr(processor.video_processor, "cap_pixels_per_frame"):  # 5.x before 5.22: silence its warning
             kwargs["cap_pixels_per_frame"] = False  # (no effect: frames are not resized here)
         out = processor(text=[text], videos=[frames.frames], video_metadata=[frames.video_metadata()],
