@@ -163,6 +163,7 @@ class EvalConfig(Section):
     hint: bool = False
     rule: Literal["sum", "mean", "greedy"] = "sum"  # which score picks the answer (all are recorded)
     videos_per_call: int = 4  # hf backend on a GPU: videos scored together (vision, prefix, choices batched)
+    compile: bool = True  # hf backend on a GPU: torch.compile the decoder layers and vision blocks
     vllm_server: str | None = None  # URL of a running vLLM server; None: offline LLM
 
 

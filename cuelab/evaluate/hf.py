@@ -161,15 +161,17 @@ SHARED_PREFIX_ATTENTION = "cuelab_shared_prefix"
 
 class SharedPrefix:
     """What shared_prefix_attention reads besides the rows' own K/V: the prefix cache (one batch row per video)
-    and the contiguous range of choice rows of each video."""
+    and where each choice row sits in a (videos x most rows a video) grid."""
 
-    def __init__(self, cache, slots: list[int]):
-        self.cache, self.ranges = cache, []
-        a = 0
-        for b in range(1, len(slots) + 1):
-            if b == len(slots) or slots[b] != slots[a]:
-                self.ranges.append((slots[a], a, b))
-                a = b
+    def __init__(self, cache, slots: list[int], device=None):
+        """`slots[r]`: the cache row (video) of choice row r; a video's rows are contiguous, videos in order."""
+        counts = [slots.count(v) for v in range(max(slots) + 1)]
+        if slots != [v for v, n in enumerate(counts) for _ in range(n)]:
+            raise ValueError("choice rows must be grouped by video, in cache-row order")
+        self.cache, self.n_videos, self.max_rows = cache, len(counts), max(counts)
+        # row r -> its place in a (videos x max_rows) grid: every video's rows attend to its prefix in ONE call
+        place = [v * self.max_rows + j for v, n in enumerate(counts) for j in range(n)]
+        self.place = torch.tensor(place).to(device, non_blocking=True) if device is not None else torch.tensor(place)
 
     def layer(self, i: int):
         layer = self.cache.layers[i]
@@ -177,7 +179,7 @@ class SharedPrefix:
 
 
 def _attend_with_lse(q, k, v, scale: float):
-    """Full (unmasked) attention of q (1, Hkv, M, d) over k, v (1, Hkv, L, d): (output, log-sum-exp (1, Hkv, M))."""
+    """Full (unmasked) attention of q (V, Hkv, M, d) over k, v (V, Hkv, L, d): (output, log-sum-exp (V, Hkv, M))."""
     if q.is_cuda:  # the memory-efficient SDPA kernel also returns the log-sum-exp (bf16 and float32)
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, 0.0, False,
                                                                           scale=scale)[:2]
@@ -202,14 +204,15 @@ def shared_prefix_attention(module, query, key, value, attention_mask, scaling=N
     s_own = s_own.masked_fill(torch.ones(S, S, dtype=torch.bool, device=query.device).triu(1), float("-inf"))
     lse_own = torch.logsumexp(s_own, -1)
     out_own = torch.matmul(torch.softmax(s_own, -1), value.float()[:, :, None])
+    # the prefix part: each video's rows (zero-padded to the same count) as one long query over its prefix
     pk, pv = shared_prefix.layer(module.layer_idx)
-    out_pre, lse_pre = torch.empty_like(out_own), torch.empty_like(lse_own)
-    for slot, a, b in shared_prefix.ranges:  # every row of a video reads that video's prefix: one call
-        n = b - a
-        qv = q[a:b].permute(1, 2, 0, 3, 4).reshape(1, hkv, rep * n * S, d)
-        o, lse = _attend_with_lse(qv, pk[slot:slot + 1], pv[slot:slot + 1], scale)
-        out_pre[a:b] = o.view(hkv, rep, n, S, d).permute(2, 0, 1, 3, 4)
-        lse_pre[a:b] = lse.view(hkv, rep, n, S).permute(2, 0, 1, 3)
+    V, n = shared_prefix.n_videos, shared_prefix.max_rows
+    grid = q.new_zeros(V * n, hkv, rep, S, d).index_copy_(0, shared_prefix.place, q)
+    qv = grid.view(V, n, hkv, rep, S, d).permute(0, 2, 3, 1, 4, 5).reshape(V, hkv, rep * n * S, d)
+    o, lse = _attend_with_lse(qv, pk, pv, scale)
+    out_pre = o.view(V, hkv, rep, n, S, d).permute(0, 3, 1, 2, 4, 5).reshape(V * n, hkv, rep, S, d)
+    lse_pre = lse.reshape(V, hkv, rep, n, S).permute(0, 3, 1, 2, 4).reshape(V * n, hkv, rep, S)
+    out_pre, lse_pre = out_pre[shared_prefix.place], lse_pre[shared_prefix.place]
     m = torch.maximum(lse_pre, lse_own)
     w_pre, w_own = torch.exp(lse_pre - m)[..., None], torch.exp(lse_own - m)[..., None]
     out = (w_pre * out_pre + w_own * out_own) / (w_pre + w_own)
@@ -506,7 +509,7 @@ class HFScorer:
             shared = None
             if cache.get_seq_length() > 0:
                 if self.shared_prefix:
-                    shared = SharedPrefix(cache, slots)
+                    shared = SharedPrefix(cache, slots, self.device)
                 elif len(entries) == 1:
                     cache.batch_repeat_interleave(R)
                 else:

@@ -260,13 +260,18 @@ class HFBackend:
         self.model, self.processor = load_model(model_path, dtype=cfg.model.dtype, attn_implementation=attn,
                                                 device=device, adapter=adapter)
         batch_vision_attention(self.model)
+        if cfg.eval.compile and torch.device(device).type == "cuda":
+            from cuelab.model.speed import compile_blocks
+
+            compile_blocks(self.model)
         self.has_adapter = adapter is not None
         self.share_vision = not (self.has_adapter and vision_is_adapted(self.model))
         self.rule = cfg.eval.rule
         # videos per scoring call: on a GPU several (one vision call, one batched prefix, one choices forward);
         # on a CPU one (nothing to gain, and the memory of every row's prefix cache)
-        self.chunk = max(1, cfg.eval.videos_per_call if torch.device(device).type == "cuda" else 1)
-        self.workers = max(self.workers, self.chunk)
+        on_gpu = torch.device(device).type == "cuda"
+        self.chunk = max(1, cfg.eval.videos_per_call if on_gpu else 1)
+        self.workers = max(6 if on_gpu else self.workers, self.chunk)
         self.scorer = HFScorer(self.model, self.processor, question_first=cfg.model.question_first,
                                system_prompt=cfg.model.system_prompt, vision_cache=VisionCache(size=2 * self.chunk))
 

@@ -78,3 +78,22 @@ def linear_patch_embed(model) -> int:
             module.forward = types.MethodType(_linear_patch_forward, module)
             n += 1
     return n
+
+
+def compile_blocks(model, vision: bool = True) -> int:
+    """torch.compile (dynamic shapes), in place, the pieces of a (PEFT-wrapped) Qwen3-VL whose small kernels
+    fuse: each LLM layer's MLP and RMSNorms, the LLM's rotary embedding and, with `vision`, each vision block.
+    Not whole decoder layers: each holds its own `layer_idx` (its cache slot), so 28 layers would be 28
+    specialisations, past dynamo's recompile limit (the rest silently eager); these pieces are the same code
+    and constants in every layer, so one compiled graph serves all of them. Returns the modules compiled."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = base.model.language_model
+    mods = [lm.rotary_emb, lm.norm]
+    for layer in lm.layers:
+        mods += [layer.mlp, layer.input_layernorm, layer.post_attention_layernorm]
+        mods += [getattr(layer.self_attn, n) for n in ("q_norm", "k_norm") if hasattr(layer.self_attn, n)]
+    if vision:
+        mods += list(base.model.visual.blocks)
+    for m in mods:
+        m.compile(dynamic=True)
+    return len(mods)
