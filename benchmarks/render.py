@@ -217,12 +217,35 @@ def measure(name: str, videos: Path, ann: dict[str, VideoTracks], cues: list[str
     return rows, info
 
 
-def acceptance(tmp: Path, workers: int) -> dict:
+def acceptance(tmp: Path, workers: int, reps: int = 1) -> dict:
+    """200 synthetic videos under plain, box and trajectory with `workers` workers (best of `reps` runs, each
+    from an empty output folder)."""
     videos, ann = synthetic(tmp / "acc_data", 200, seed=1)
-    t0 = time.perf_counter()
-    s = render_videos(videos, ann, ["plain", "box", "trajectory"], tmp / "acc_out", workers=workers, progress=False)
-    s["wall"] = time.perf_counter() - t0
-    return s
+    best = None
+    for r in range(reps):
+        out = tmp / f"acc_out_{workers}_{r}"
+        t0 = time.perf_counter()
+        s = render_videos(videos, ann, ["plain", "box", "trajectory"], out, workers=workers, progress=False)
+        s["wall"] = time.perf_counter() - t0
+        shutil.rmtree(out, ignore_errors=True)
+        best = s if best is None or s["wall"] < best["wall"] else best
+    return best
+
+
+def scaling(tmp: Path, reps: int) -> str:
+    """The 2-worker speed-up on a workload long enough that the pool start does not weigh (the acceptance run:
+    ~21k frames), 1 and 2 workers interleaved, best of reps; with the machine's own 2-process capacity."""
+    cap_before = capacity(2)
+    walls = {1: [], 2: []}
+    for _ in range(reps):
+        for w in (1, 2):
+            walls[w].append(acceptance(tmp, w)["wall"])
+    cap_after = capacity(2)
+    one, two = min(walls[1]), min(walls[2])
+    return (f"- scaling on the acceptance workload (200 synthetic videos x plain, box, trajectory; best of {reps}): "
+            f"1 worker {one:.1f} s, 2 workers {two:.1f} s: {one / two:.2f}x (target >= 1.8x); the machine's own "
+            f"2-process speed-up on pure-Python work before and after: {cap_before:.2f}x, {cap_after:.2f}x; "
+            f"load average {os.getloadavg()[0]:.2f} at the end.")
 
 
 def main() -> None:
@@ -234,7 +257,19 @@ def main() -> None:
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--no-acceptance", action="store_true")
+    ap.add_argument("--scaling-only", action="store_true", help="only the 1 vs 2 workers run on the acceptance "
+                    "workload (a few minutes)")
     args = ap.parse_args()
+    if args.scaling_only:
+        tmp = Path(tempfile.mkdtemp(prefix="cuelab_bench_render_"))
+        try:
+            line = scaling(tmp, args.reps)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(line)
+        if not args.no_append:
+            append_results("Render: 2 workers vs 1 (benchmarks/render.py --scaling-only)", "", line)
+        return
     cues = [c for c in args.cues.split(",") if c]
     workers = [int(w) for w in args.workers.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="cuelab_bench_render_"))
@@ -276,6 +311,8 @@ def main() -> None:
             s = acceptance(tmp, workers[-1])
             notes.append(f"- acceptance: 200 synthetic videos x (plain, box, trajectory) = {s['rendered']} outputs, "
                          f"{s['frames']} frames, {s['wall']:.1f} s with {workers[-1]} workers (target < 120 s).")
+            if len(workers) > 1:
+                notes.append(scaling(tmp, args.reps))
         notes_text = "\n".join(notes)
         if args.no_append:
             print(table + "\n\n" + notes_text)
