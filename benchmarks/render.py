@@ -273,6 +273,10 @@ def main() -> None:
     ap.add_argument("--scaling-only", action="store_true", help="only the 1 vs 2 workers run on the acceptance "
                     "workload (a few minutes)")
     args = ap.parse_args()
+    # this process measures the paired CPU costs and runs the 1-worker renders (in-process): give it a pool
+    # worker's configuration (OpenCV single-threaded), or OpenCV's own threads would add CPU time to the paired
+    # costs and a second core to the "1 worker" baseline
+    _init_worker()
     if args.scaling_only:
         tmp = Path(tempfile.mkdtemp(prefix="cuelab_bench_render_"))
         try:
@@ -317,6 +321,8 @@ def main() -> None:
         notes.append("- draw / encode ms/frame: one pass, the cue's drawing and the encoding of the cued frames "
                      "timed apart (plain's encode = the floor's encode); a cue that adds edges or dims the frame "
                      "makes libx264 work more, which no drawing speed-up removes.")
+        notes.append("- this process runs like a pool worker (OpenCV single-threaded, as render_videos' workers are), "
+                     "so paired costs and the 1-worker rows measure one core's work.")
         notes.append("- floor = read_video + write_video of the same clips (libx264 veryfast, crf 18, one thread); "
                      "cue rows go through render_videos (pool, skip checks, summary) with that cue alone; "
                      "all_cues = every cue in one run, frames/s counted over all outputs.")

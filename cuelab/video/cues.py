@@ -45,16 +45,15 @@ class Mark:
     def build(cls, object_id: str, color: Color, frame_boxes: dict[int, tuple], width: int, height: int) -> "Mark":
         """Boxes in original-frame pixels (x2, y2 exclusive) -> drawable integer boxes; boxes wholly outside
         the frame are dropped (nothing of the object is visible)."""
-        frames, boxes = [], []
-        for t in sorted(frame_boxes):
-            x1, y1, x2, y2 = (min(max(float(v), 0.0), lim) for v, lim in zip(frame_boxes[t], (width, height) * 2))
-            if x2 - x1 < 0.5 or y2 - y1 < 0.5:
-                continue
-            frames.append(t)
-            boxes.append((int(round(x1)), int(round(y1)), max(int(round(x2)) - 1, int(round(x1))),
-                          max(int(round(y2)) - 1, int(round(y1)))))
-        arr = np.array(boxes, np.int32).reshape(-1, 4)
-        return cls(object_id, color, np.array(frames, np.int64), arr, {t: i for i, t in enumerate(frames)})
+        frames = np.array(sorted(frame_boxes), np.int64)
+        raw = np.array([frame_boxes[t] for t in frames.tolist()], np.float64).reshape(-1, 4)
+        c = np.clip(raw, 0.0, np.array([width, height, width, height], np.float64))
+        keep = (c[:, 2] - c[:, 0] >= 0.5) & (c[:, 3] - c[:, 1] >= 0.5)
+        r = np.round(c[keep])  # half to even, as Python's round()
+        arr = np.stack([r[:, 0], r[:, 1], np.maximum(r[:, 2] - 1, r[:, 0]), np.maximum(r[:, 3] - 1, r[:, 1])],
+                       1).astype(np.int32).reshape(-1, 4)
+        frames = frames[keep]
+        return cls(object_id, color, frames, arr, {t: i for i, t in enumerate(frames.tolist())})
 
     def at(self, t: int) -> np.ndarray | None:
         i = self.row.get(t)
@@ -119,7 +118,8 @@ class Cue:
         return [Mark.build(o, object_color(o, k), tracks.tracks[o], width, height) for k, o in enumerate(objs)]
 
     def layout(self, tracks: VideoTracks, width: int, height: int) -> Layout:
-        return Layout(width, height, self.line_width(width, height), tuple(self.marks(tracks, width, height)))
+        marks = () if type(self) is Cue else tuple(self.marks(tracks, width, height))  # plain draws nothing
+        return Layout(width, height, self.line_width(width, height), marks)
 
     def output_size(self, width: int, height: int) -> tuple[int, int]:
         return width, height
@@ -255,17 +255,25 @@ class CircleCue(Cue):
 
     name = "circle"
 
+    def layout(self, tracks, width, height):
+        base = super().layout(tracks, width, height)
+        ellipses = {}  # per mark, per box row: ((cx, cy), (ax, ay)) as plain ints (computed once per video)
+        for m in base.marks:
+            b = m.boxes.astype(np.float64)
+            centre = np.round(np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)).astype(int)
+            axes = np.maximum(1, np.round(np.stack([(b[:, 2] - b[:, 0]) / 2 * np.sqrt(2),
+                                                    (b[:, 3] - b[:, 1]) / 2 * np.sqrt(2)], 1))).astype(int)
+            ellipses[m.object_id] = [(tuple(c), tuple(a)) for c, a in zip(centre.tolist(), axes.tolist())]
+        return Layout(base.width, base.height, base.thickness, base.marks, dict(base.extra, ellipses=ellipses))
+
     def draw(self, frame, t, layout):
         out = frame.copy()
         for m in layout.marks:
-            b = m.at(t)
-            if b is None:
+            i = m.row.get(t)
+            if i is None:
                 continue
-            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
-            ax = max(1, int(round((b[2] - b[0]) / 2 * np.sqrt(2))))
-            ay = max(1, int(round((b[3] - b[1]) / 2 * np.sqrt(2))))
-            cv2.ellipse(out, (int(round(cx)), int(round(cy))), (ax, ay), 0, 0, 360, m.color, layout.thickness,
-                        LINE)
+            centre, axes = layout.extra["ellipses"][m.object_id][i]
+            cv2.ellipse(out, centre, axes, 0, 0, 360, m.color, layout.thickness, LINE)
         return out
 
 
@@ -279,24 +287,32 @@ class ArrowCue(Cue):
         super().__init__(**style)
         self.length_per_px = length_per_px
 
+    def layout(self, tracks, width, height):
+        base = super().layout(tracks, width, height)
+        length = max(8.0, min(width, height) * self.length_per_px)
+        arrows = {}  # per mark, per box row: (start, tip, tip length) or None (computed once per video)
+        for m in base.marks:
+            rows = []
+            for x1, y1, x2, y2 in m.boxes.tolist():
+                cx = (x1 + x2) // 2
+                if y1 >= 0.5 * length:  # room above: come down onto the top edge
+                    tip, start = (cx, y1), (cx - length * 0.5, y1 - length)
+                else:
+                    tip, start = (cx, y2), (cx - length * 0.5, y2 + length)
+                start = (int(min(max(start[0], 0), width - 1)), int(min(max(start[1], 0), height - 1)))
+                seg = float(np.hypot(start[0] - tip[0], start[1] - tip[1]))
+                rows.append(None if seg < 1 else (start, tip, min(0.5, (3 * base.thickness + 3) / seg)))
+            arrows[m.object_id] = rows
+        return Layout(base.width, base.height, base.thickness, base.marks, dict(base.extra, arrows=arrows))
+
     def draw(self, frame, t, layout):
         out = frame.copy()
-        length = max(8.0, min(layout.width, layout.height) * self.length_per_px)
         for m in layout.marks:
-            b = m.at(t)
-            if b is None:
-                continue
-            cx = (b[0] + b[2]) // 2
-            if b[1] >= 0.5 * length:  # room above: come down onto the top edge
-                tip, start = (cx, int(b[1])), (cx - length * 0.5, b[1] - length)
-            else:
-                tip, start = (cx, int(b[3])), (cx - length * 0.5, b[3] + length)
-            start = (int(np.clip(start[0], 0, layout.width - 1)), int(np.clip(start[1], 0, layout.height - 1)))
-            seg = float(np.hypot(start[0] - tip[0], start[1] - tip[1]))
-            if seg < 1:
-                continue
-            cv2.arrowedLine(out, start, (int(tip[0]), int(tip[1])), m.color, layout.thickness, LINE,
-                            tipLength=min(0.5, (3 * layout.thickness + 3) / seg))
+            i = m.row.get(t)
+            arrow = None if i is None else layout.extra["arrows"][m.object_id][i]
+            if arrow is not None:
+                start, tip, tip_length = arrow
+                cv2.arrowedLine(out, start, tip, m.color, layout.thickness, LINE, tipLength=tip_length)
         return out
 
 
