@@ -144,6 +144,22 @@ def test_shards_split_the_videos_without_overlap(synth_dir, tmp_path):
     assert sorted(p.stem for p in (tmp_path / "out" / "plain").glob("*.mp4")) == sorted(parts[1])
 
 
+def test_a_shard_leaves_the_temp_files_of_other_shards_alone(synth_dir, tmp_path):
+    """Shards run side by side in one output folder: a shard starting up cleans its own videos' leftovers
+    only, never a file another shard is writing at that moment."""
+    videos, ann = copy_videos(synth_dir, tmp_path / "videos", 4)
+    mine, theirs = shard_ids(list(ann), (0, 2)), shard_ids(list(ann), (1, 2))
+    out = tmp_path / "out"
+    (out / "plain").mkdir(parents=True)
+    leftover = out / "plain" / f".{mine[0]}.abcd1234.mp4"
+    in_flight = out / "plain" / f".{theirs[0]}.wxyz5678.mp4"
+    leftover.write_bytes(b"half a video")
+    in_flight.write_bytes(b"being written by shard 1")
+    s = render_videos(videos, ann, ["plain"], out, workers=1, shard=(0, 2), progress=False)
+    assert s["rendered"] == len(mine)
+    assert not leftover.exists() and in_flight.read_bytes() == b"being written by shard 1"
+
+
 def test_killed_render_resumes_with_every_output_complete_and_none_rendered_twice(synth_dir, tmp_path):
     videos, ann = copy_videos(synth_dir, tmp_path / "videos", 12)
     ann_file = tmp_path / "ann.json"

@@ -28,6 +28,8 @@ from cuelab.video.palette import HAND_COLOR, slot_color
 
 Color = tuple[int, int, int]
 LINE = cv2.LINE_8  # anti-aliased drawing costs 5-10x more and the codec softens edges anyway
+SHIFT = 16  # fractional bits of sub-pixel polygon vertices (as cv2.ellipse draws)
+SUBPIXEL = 1 << SHIFT
 TARGET = "0"  # the questions' main target: the first placeholder is annotated as "object 0"
 
 
@@ -40,6 +42,9 @@ class Mark:
     frames: np.ndarray  # (N,) int, sorted source frame indices that have a box
     boxes: np.ndarray  # (N, 4) int32, clipped to the frame, x2/y2 the last pixel column/row inside the box
     row: dict[int, int] = field(default_factory=dict)  # frame index -> row of `boxes`
+    # the same boxes as ((x1, y1), (x2, y2)) Python ints, what OpenCV takes: converting once per video rather
+    # than per frame matters at small frame sizes, where a cue's per-frame Python work rivals the encoder's
+    corners: tuple = ()
 
     @classmethod
     def build(cls, object_id: str, color: Color, frame_boxes: dict[int, tuple], width: int, height: int) -> "Mark":
@@ -53,7 +58,8 @@ class Mark:
         arr = np.stack([r[:, 0], r[:, 1], np.maximum(r[:, 2] - 1, r[:, 0]), np.maximum(r[:, 3] - 1, r[:, 1])],
                        1).astype(np.int32).reshape(-1, 4)
         frames = frames[keep]
-        return cls(object_id, color, frames, arr, {t: i for i, t in enumerate(frames.tolist())})
+        corners = tuple(((a, b), (c, d)) for a, b, c, d in arr.tolist())
+        return cls(object_id, color, frames, arr, {t: i for i, t in enumerate(frames.tolist())}, corners)
 
     def at(self, t: int) -> np.ndarray | None:
         i = self.row.get(t)
@@ -69,6 +75,18 @@ class Mark:
             return self.boxes[i]
         k = int(np.searchsorted(self.frames, t))
         return self.boxes[k - 1] if t - self.frames[k - 1] <= self.frames[k] - t else self.boxes[k]
+
+    def nearest_table(self) -> tuple[int, list[tuple[int, int, int, int]]]:
+        """`nearest` for every frame of the object's span at once: (first frame, boxes as int tuples)."""
+        if not len(self.frames):
+            return 0, []
+        ts = np.arange(self.frames[0], self.frames[-1] + 1)
+        k = np.searchsorted(self.frames, ts)  # first annotated frame >= t
+        prev = np.maximum(k - 1, 0)
+        exact = self.frames[np.minimum(k, len(self.frames) - 1)] == ts
+        take_prev = ~exact & (ts - self.frames[prev] <= self.frames[np.minimum(k, len(self.frames) - 1)] - ts)
+        rows = np.where(exact | ~take_prev, np.minimum(k, len(self.frames) - 1), prev)
+        return int(self.frames[0]), [tuple(b) for b in self.boxes[rows].tolist()]
 
     def centres(self) -> np.ndarray:
         """(N, 2) int32 box centres."""
@@ -150,9 +168,10 @@ class BoxCue(Cue):
 
 def draw_boxes(out: np.ndarray, t: int, layout: Layout) -> None:
     for m in layout.marks:
-        b = m.at(t)
-        if b is not None:
-            cv2.rectangle(out, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), m.color, layout.thickness)
+        i = m.row.get(t)
+        if i is not None:
+            p1, p2 = m.corners[i]
+            cv2.rectangle(out, p1, p2, m.color, layout.thickness)
 
 
 def draw_paths(out: np.ndarray, t: int, layout: Layout) -> None:
@@ -166,7 +185,7 @@ def draw_paths(out: np.ndarray, t: int, layout: Layout) -> None:
             cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, m.color, max(1, layout.thickness // 2 + 1),
                           LINE)
         if m.frames[k - 1] == t or k == 1:
-            cv2.circle(out, (int(pts[-1, 0]), int(pts[-1, 1])), layout.thickness + 1, m.color, -1, LINE)
+            cv2.circle(out, layout.extra["dots"][m.object_id][k - 1], layout.thickness + 1, m.color, -1, LINE)
 
 
 class TrajectoryCue(Cue):
@@ -183,7 +202,8 @@ class TrajectoryCue(Cue):
 
 
 def _with_centres(layout: Layout) -> Layout:
-    extra = dict(layout.extra, centres={m.object_id: m.centres() for m in layout.marks})
+    centres = {m.object_id: m.centres() for m in layout.marks}
+    extra = dict(layout.extra, centres=centres, dots={o: [tuple(p) for p in c.tolist()] for o, c in centres.items()})
     return Layout(layout.width, layout.height, layout.thickness, layout.marks, extra)
 
 
@@ -211,8 +231,13 @@ class _RegionCue(Cue):
     def background(self, frame: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def layout(self, tracks, width, height):
+        base = super().layout(tracks, width, height)
+        return Layout(base.width, base.height, base.thickness, base.marks,
+                      dict(base.extra, nearest=[m.nearest_table() for m in base.marks]))
+
     def draw(self, frame, t, layout):
-        regions = [b for m in layout.marks if (b := m.nearest(t)) is not None]
+        regions = [boxes[t - first] for first, boxes in layout.extra["nearest"] if 0 <= t - first < len(boxes)]
         if not regions:
             return frame.copy()  # before the first or after the last box: nothing to single out
         out = self.background(frame)
@@ -257,24 +282,39 @@ class CircleCue(Cue):
 
     def layout(self, tracks, width, height):
         base = super().layout(tracks, width, height)
-        ellipses = {}  # per mark, per box row: ((cx, cy), (ax, ay)) as plain ints (computed once per video)
-        for m in base.marks:
-            b = m.boxes.astype(np.float64)
-            centre = np.round(np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1)).astype(int)
-            axes = np.maximum(1, np.round(np.stack([(b[:, 2] - b[:, 0]) / 2 * np.sqrt(2),
-                                                    (b[:, 3] - b[:, 1]) / 2 * np.sqrt(2)], 1))).astype(int)
-            ellipses[m.object_id] = [(tuple(c), tuple(a)) for c, a in zip(centre.tolist(), axes.tolist())]
-        return Layout(base.width, base.height, base.thickness, base.marks, dict(base.extra, ellipses=ellipses))
+        rings = {m.object_id: ellipse_polygons(m.boxes) for m in base.marks}  # computed once per video
+        return Layout(base.width, base.height, base.thickness, base.marks, dict(base.extra, rings=rings))
 
     def draw(self, frame, t, layout):
         out = frame.copy()
         for m in layout.marks:
             i = m.row.get(t)
-            if i is None:
-                continue
-            centre, axes = layout.extra["ellipses"][m.object_id][i]
-            cv2.ellipse(out, centre, axes, 0, 0, 360, m.color, layout.thickness, LINE)
+            if i is not None:
+                cv2.polylines(out, [layout.extra["rings"][m.object_id][i]], False, m.color, layout.thickness, LINE,
+                              shift=SHIFT)
         return out
+
+
+_STEPS = (30, 20, 15, 10, 5)  # degrees
+_UNIT = {d: np.stack([np.cos(np.deg2rad(np.arange(0, 361, d))), np.sin(np.deg2rad(np.arange(0, 361, d)))], 1)
+         for d in _STEPS}
+
+
+def ellipse_polygons(boxes: np.ndarray) -> list[np.ndarray]:
+    """For each box (x1, y1, x2, y2) of one object, the ellipse through its corners as a closed polygon in
+    OpenCV's 16-bit sub-pixel coordinates (draw with shift=SHIFT). One angular step for the object, the largest
+    whose chords stay within a quarter pixel of its largest ellipse: cv2.ellipse steps 5 degrees from a radius
+    of 15 px, and a thick polyline costs per vertex; at the sizes cues have this draws a third as many
+    vertices, indistinguishable by eye."""
+    b = boxes.astype(np.float64).reshape(-1, 4)
+    if not len(b):
+        return []
+    centre = np.round(np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], 1))
+    axes = np.maximum(1, np.round(np.stack([b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1) / 2 * np.sqrt(2)))
+    r = float(axes.max())
+    step = next((d for d in _STEPS[:-1] if r * (1 - np.cos(np.deg2rad(d / 2))) <= 0.25), _STEPS[-1])
+    pts = centre[:, None, :] + axes[:, None, :] * _UNIT[step][None]  # (B, K, 2)
+    return list(np.round(pts * SUBPIXEL).astype(np.int32)[:, :, None, :])
 
 
 class ArrowCue(Cue):
@@ -344,8 +384,8 @@ class SideBySideCue(Cue):
 
 def _overlap_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection areas of boxes a (..., 4) and b (..., 4), broadcast."""
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    w = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0)
+    h = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0)
     return w * h
 
 
@@ -361,17 +401,14 @@ def decoy_offset(own: dict[int, tuple], tracks: VideoTracks, width: int, height:
     if not frames:
         return 0, 0
     boxes = np.array([own[t] for t in frames], np.float64)  # (N, 4)
-    sx = float(np.median(boxes[:, 2] - boxes[:, 0])) + gap
-    sy = float(np.median(boxes[:, 3] - boxes[:, 1])) + gap
-    surface = 0.5 * width * height
-    others = [[b for tr in tracks.tracks.values() if t in tr
-               and (b := tr[t]) and (b[2] - b[0]) * (b[3] - b[1]) <= surface] for t in frames]
-    occ = np.zeros((len(frames), max(1, max(len(o) for o in others)), 4))  # (N, M, 4), zero-area padding
-    for i, o in enumerate(others):
-        occ[i, :len(o)] = o
+    size = np.median(boxes[:, 2:] - boxes[:, :2], axis=0) + gap  # (w, h)
+    none = (0.0, 0.0, 0.0, 0.0)  # zero area: overlaps nothing
+    occ = np.array([[tr.get(t, none) for tr in tracks.tracks.values()] for t in frames],
+                   np.float64).reshape(len(frames), -1, 4)  # (N, M, 4): every object's box on each frame
+    occ[(occ[..., 2] - occ[..., 0]) * (occ[..., 3] - occ[..., 1]) > 0.5 * width * height] = 0.0
     dirs = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, 1), (1, -1), (-1, -1)], np.float64)
-    steps = np.concatenate([k * dirs for k in (1, 2, 3)]) * np.array([sx, sy])  # (C, 2)
-    moved = boxes[None] + np.tile(steps, 2)[:, None, :]  # (C, N, 4)
+    steps = np.concatenate([dirs, 2 * dirs, 3 * dirs]) * size  # (C, 2)
+    moved = boxes[None] + np.concatenate([steps, steps], 1)[:, None, :]  # (C, N, 4)
     on_objects = _overlap_area(moved[:, :, None, :], occ[None]).sum(axis=(1, 2))
     area = (moved[..., 2] - moved[..., 0]) * (moved[..., 3] - moved[..., 1])
     inside = _overlap_area(moved, np.array([0, 0, width, height], np.float64)).sum(axis=1)

@@ -33,13 +33,24 @@ def output_path(out_dir: str | Path, cue: str, video_id: str) -> Path:
     return Path(out_dir) / cue / f"{video_id}.mp4"
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Temp files a killed run left for this output (write_video names them .<id>.XXXXXXXX.mp4)."""
-    pat = re.compile(rf"^\.{re.escape(path.stem)}\.[A-Za-z0-9_]{{8}}\.mp4$")
-    if path.parent.is_dir():
-        for f in path.parent.iterdir():
-            if pat.match(f.name):
+_TEMP_RE = re.compile(r"^\.(?P<id>.+)\.[A-Za-z0-9_]{8}\.mp4$")  # write_video's temp names: .<id>.XXXXXXXX.mp4
+
+
+def remove_stale_temps(out_dir: Path, cues: list[str], video_ids: set[str]) -> int:
+    """Delete the temp files a killed run left for these videos' outputs. One listing per cue folder for the
+    whole run (per video it was quadratic in the folder's size); only this shard's videos are touched, so a
+    shard running beside this one keeps the temp files it is writing. Returns how many were removed."""
+    removed = 0
+    for cue in cues:
+        folder = out_dir / cue
+        if not folder.is_dir():
+            continue
+        for f in folder.iterdir():
+            m = _TEMP_RE.match(f.name)
+            if m and m["id"] in video_ids:
                 f.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | None, cues: list[str],
@@ -60,7 +71,6 @@ def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | No
             layout = cue.layout(tracks if tracks is not None else VideoTracks(video_id, {}), video.width,
                                 video.height)
             dest = output_path(out_dir, name, video_id)
-            _remove_stale_temps(dest)
             frames = (cue.draw(f, t, layout) for t, f in enumerate(video.frames))
             write_video(dest, frames, video.fps, crf=crf, preset=preset)
             past_end = 0 if tracks is None else sum(t >= video.n_frames for tr in tracks.tracks.values() for t in tr)
@@ -128,6 +138,7 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
             continue
         tasks.append((vid, path, annotations.get(vid), todo, str(out_dir), crf, include_hand, preset))
 
+    remove_stale_temps(out_dir, list(cues), {t[0] for t in tasks})
     bar = tqdm(total=len(ids), initial=len(ids) - len(tasks) - len(missing), unit="video", desc="render",
                disable=not progress)
 
