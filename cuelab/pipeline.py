@@ -143,6 +143,11 @@ def stage_model(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     return {"model": str(out)}
 
 
+def pretrain_data(cfg: ExperimentConfig, paths: RunPaths) -> list[Path]:
+    """The files whose content the pretrained weights depend on beyond the config (see shipped.data_digest)."""
+    return [dataset_files(cfg, paths)[0], paths.questions / "train.jsonl"]
+
+
 def stage_pretrain(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     """Demo only: full training of the tiny model on plain videos, so "pretrained" means something; or the
     shipped result of exactly that (`pretrain.from_checkpoint`), taken when it was made with these settings."""
@@ -156,7 +161,7 @@ def stage_pretrain(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     if cfg.pretrain.from_checkpoint:
         from cuelab.model.shipped import resolve, take_checkpoint
 
-        why = take_checkpoint(cfg.pretrain.from_checkpoint, cfg, final)
+        why = take_checkpoint(cfg.pretrain.from_checkpoint, cfg, final, pretrain_data(cfg, paths))
         if why is None:
             made = load_json(resolve(cfg.pretrain.from_checkpoint) / "checkpoint.json")
             console.print(f"pretrain: took the shipped model {cfg.pretrain.from_checkpoint} (made by this config's "

@@ -54,6 +54,7 @@ def score(cfg, paths) -> dict:
 def main(argv=None) -> int:
     from cuelab.fsutil import load_json
     from cuelab.model.shipped import MANIFEST, check_checkpoint, write_checkpoint
+    from cuelab.pipeline import pretrain_data
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
     cfg, paths, seconds = pretrain(a.config, work, a.set)
     model = paths.models / "pretrained"
     if a.check:
-        why = check_checkpoint(a.out, cfg)
+        why = check_checkpoint(a.out, cfg, pretrain_data(cfg, paths))
         if why is not None:
             print(f"{a.out}: {why}")
             return 1
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
                           + "".join(f" --set {s}" for s in a.set),
              "pretrain": {k: summary[k] for k in ("steps", "samples", "seconds", "final_loss")},
              "threads": cfg.pretrain.threads, "pipeline_seconds": round(seconds, 1), "accuracy": score(cfg, paths)}
-    write_checkpoint(model, a.out, cfg, extra)
+    write_checkpoint(model, a.out, cfg, pretrain_data(cfg, paths), extra)
     print(f"wrote {a.out}: {extra['accuracy']}")
     return 0
 

@@ -19,9 +19,19 @@ def _model(tmp_path):
     return src
 
 
+def _data(root: Path) -> list[Path]:
+    """A run's labels and training questions (what data_digest covers)."""
+    (root / "questions").mkdir(parents=True, exist_ok=True)
+    (root / "dataset").mkdir(parents=True, exist_ok=True)
+    (root / "dataset" / "labels.json").write_text('[{"id": "1", "label": "lifting a cup"}]')
+    (root / "questions" / "train.jsonl").write_text('{"qid": "q1", "answer": 2}\n')
+    return [root / "dataset" / "labels.json", root / "questions" / "train.jsonl"]
+
+
 def test_taken_when_the_settings_match_and_refused_otherwise(tmp_path):
     cfg = load_config(DEMO)
-    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg, {"accuracy": {"plain": 0.7}})
+    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg, _data(tmp_path / "made"),
+                            {"accuracy": {"plain": 0.7}})
     manifest = json.loads((ckpt / MANIFEST).read_text())
     assert manifest["fingerprint"] == pretrain_fingerprint(cfg) and set(manifest["files"]) == {"model.safetensors",
                                                                                                  "config.json"}
@@ -46,7 +56,7 @@ def test_taken_when_the_settings_match_and_refused_otherwise(tmp_path):
 
 def test_a_changed_or_missing_file_is_refused(tmp_path):
     cfg = load_config(DEMO)
-    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg)
+    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg, _data(tmp_path / "made"))
     (ckpt / "model.safetensors").write_bytes(b"other weights")
     assert "model.safetensors" in check_checkpoint(ckpt, cfg)
     assert "no checkpoint.json" in check_checkpoint(tmp_path / "missing", cfg)
@@ -64,7 +74,8 @@ def test_pretrain_stage_takes_a_matching_checkpoint_and_trains_otherwise(tmp_pat
 
     quick = DEMO.with_name("demo-quick.yaml")
     cfg = load_config(quick, [f"output_dir={tmp_path / 'run'}"])
-    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg)
+    data = _data(tmp_path / "run")  # the run's own data, as its data and questions stages wrote it
+    ckpt = write_checkpoint(_model(tmp_path), tmp_path / "ckpt", cfg, data)
     trained = []
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: trained.append(1) or {})
     cfg = load_config(quick, [f"output_dir={tmp_path / 'run'}", f"pretrain.from_checkpoint={ckpt}"])
@@ -78,3 +89,10 @@ def test_pretrain_stage_takes_a_matching_checkpoint_and_trains_otherwise(tmp_pat
     with pytest.raises(FileNotFoundError):  # the stubbed train wrote no final model to copy
         stage_pretrain(other, paths)
     assert trained == [1]
+    # same settings, but the run's questions are not the ones it was trained on (the question builder or the
+    # generator changed since): refused too, saying so
+    data[1].write_text('{"qid": "q1", "answer": 0}\n')
+    assert "other data" in check_checkpoint(ckpt, cfg, data)
+    with pytest.raises(FileNotFoundError):
+        stage_pretrain(cfg, paths)
+    assert trained == [1, 1]

@@ -3,8 +3,10 @@ run once with a step budget and fixed torch threads, so the demo can start from 
 redo it bit for bit.
 
 The checkpoint folder holds the model + processor files and `checkpoint.json`: the fingerprint of every config
-section its weights depend on, the sha256 of each file, the versions it was made with and its measured accuracy.
-A run takes the checkpoint only when the fingerprints agree and the files are intact; otherwise it pretrains.
+section its weights depend on, a digest of the data it was trained on, the sha256 of each file, the versions it
+was made with and its measured accuracy. A run takes the checkpoint only when the fingerprints agree, the run's
+own training data has the same digest (the same config no longer makes the same data once the synthetic
+generator or the question builder changes) and the files are intact; otherwise it pretrains.
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ def pretrain_fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(pretrain_settings(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def data_digest(files: list[Path]) -> str:
+    """What the weights were trained on: the labels and the training questions, text that the same config and
+    code reproduce byte for byte on any machine (the videos' bytes depend on the encoder build, so they are
+    left out; pixels follow from the same labels and seeds)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).name.encode() + b"\0" + (_sha256(Path(f)).encode() if Path(f).is_file() else b"missing"))
+    return h.hexdigest()[:16]
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
@@ -49,8 +61,10 @@ def resolve(path: str | Path) -> Path:
     return p if p.is_absolute() or p.exists() else ROOT / p
 
 
-def write_checkpoint(model_dir: str | Path, out_dir: str | Path, cfg: ExperimentConfig, extra: dict | None = None) -> Path:
-    """Copy a pretrained model folder to `out_dir` with its checkpoint.json (written last)."""
+def write_checkpoint(model_dir: str | Path, out_dir: str | Path, cfg: ExperimentConfig, data_files: list[Path],
+                     extra: dict | None = None) -> Path:
+    """Copy a pretrained model folder to `out_dir` with its checkpoint.json (written last); `data_files`: the
+    labels and training questions it was trained on (see data_digest)."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -59,6 +73,7 @@ def write_checkpoint(model_dir: str | Path, out_dir: str | Path, cfg: Experiment
     import transformers
 
     manifest = {"fingerprint": pretrain_fingerprint(cfg), "settings": pretrain_settings(cfg),
+                "data_digest": data_digest(data_files), "data_files": [Path(f).name for f in data_files],
                 "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
                 **(extra or {})}
@@ -68,8 +83,9 @@ def write_checkpoint(model_dir: str | Path, out_dir: str | Path, cfg: Experiment
     return out_dir
 
 
-def check_checkpoint(ckpt_dir: str | Path, cfg: ExperimentConfig) -> str | None:
-    """None when `ckpt_dir` holds an intact checkpoint made with `cfg`'s settings, else why not."""
+def check_checkpoint(ckpt_dir: str | Path, cfg: ExperimentConfig, data_files: list[Path] | None = None) -> str | None:
+    """None when `ckpt_dir` holds an intact checkpoint made with `cfg`'s settings (and, given the run's
+    `data_files`, trained on the same data), else why not."""
     ckpt_dir = resolve(ckpt_dir)
     if not (ckpt_dir / MANIFEST).is_file():
         return f"no {MANIFEST} in {ckpt_dir}"
@@ -78,16 +94,20 @@ def check_checkpoint(ckpt_dir: str | Path, cfg: ExperimentConfig) -> str | None:
         now = pretrain_settings(cfg)
         changed = [s for s in now if manifest.get("settings", {}).get(s) != now[s]]
         return f"made with other settings (differs in: {', '.join(changed) or 'unknown'})"
+    if data_files is not None and manifest.get("data_digest") != data_digest(data_files):
+        return ("trained on other data than this run's (same settings, but the synthetic generator or the question "
+                "builder changed since it was made: rebuild it with scripts/demo_checkpoint.py)")
     for name, digest in manifest.get("files", {}).items():
         if not (ckpt_dir / name).is_file() or _sha256(ckpt_dir / name) != digest:
             return f"{name} is missing or changed"
     return None
 
 
-def take_checkpoint(ckpt_dir: str | Path, cfg: ExperimentConfig, dest: str | Path) -> str | None:
-    """Copy the checkpoint's model to `dest` when it matches `cfg` (returns None), else return why not (and
-    copy nothing): the caller then pretrains."""
-    why = check_checkpoint(ckpt_dir, cfg)
+def take_checkpoint(ckpt_dir: str | Path, cfg: ExperimentConfig, dest: str | Path,
+                    data_files: list[Path] | None = None) -> str | None:
+    """Copy the checkpoint's model to `dest` when it matches `cfg` and the run's `data_files` (returns None),
+    else return why not (and copy nothing): the caller then pretrains."""
+    why = check_checkpoint(ckpt_dir, cfg, data_files)
     if why is not None:
         return why
     src, dest = resolve(ckpt_dir), Path(dest)
