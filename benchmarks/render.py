@@ -70,10 +70,10 @@ def cue_run(videos: Path, ann: dict[str, VideoTracks], cues: list[str], out: Pat
 
 # --- data ------------------------------------------------------------------------------------------------------
 
-def synthetic(dest: Path, n: int, seed: int = 0) -> tuple[Path, dict[str, VideoTracks]]:
+def synthetic(dest: Path, n: int, seed: int = 0, size: tuple[int, int] = (160, 120)) -> tuple[Path, dict[str, VideoTracks]]:
     from cuelab.data.synthetic import generate
 
-    generate(SyntheticConfig(videos=n, seed=seed, gaps=0.1), dest)
+    generate(SyntheticConfig(videos=n, seed=seed, gaps=0.1, width=size[0], height=size[1]), dest)
     return dest / "videos", load_annotations(dest / "annotations.json").videos
 
 
@@ -276,7 +276,8 @@ def pool_start() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=60, help="synthetic clips (>= 50 for the recorded table)")
-    ap.add_argument("--webm-copies", type=int, default=12)
+    ap.add_argument("--size", default="160x120", help="synthetic clips' WxH (the demo's is 160x120; SSv2's 427x240)")
+    ap.add_argument("--webm-copies", type=int, default=12, help="copies of the real SSv2 WebM (0: none)")
     ap.add_argument("--reps", type=int, default=3, help="runs of each throughput measurement (best kept)")
     ap.add_argument("--paired-reps", type=int, default=5, help="runs of each clip in the paired CPU costs "
                     "(least kept per clip)")
@@ -306,8 +307,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cuelab_bench_render_"))
     try:
         rows, notes = [], []
-        sets = [("synthetic 160x120", *synthetic(tmp / "synth", args.clips))]
-        fx = webm_fixture(tmp / "webm", args.webm_copies)
+        size = tuple(int(v) for v in args.size.lower().split("x"))
+        sets = [(f"synthetic {size[0]}x{size[1]}", *synthetic(tmp / "synth", args.clips, size=size))]
+        fx = webm_fixture(tmp / "webm", args.webm_copies) if args.webm_copies > 0 else None
         if fx:
             sets.append(("SSv2 WebM 427x240", *fx))
         load0 = os.getloadavg()[0]
