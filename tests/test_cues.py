@@ -307,16 +307,3 @@ def test_region_cues_do_not_flicker_in_annotation_gaps(name):
         x1, y1, x2, y2 = (int(v) for v in near)
         assert np.array_equal(out[y1 + 3:y2 - 3, x1 + 3:x2 - 3], frame[y1 + 3:y2 - 3, x1 + 3:x2 - 3])
     assert np.array_equal(cue.annotate(frame, 10, tr), frame), "after the last box: untouched"
-
-
-def test_region_table_is_the_nearest_box_of_every_frame():
-    """Region cues read a per-frame table built once per video: it must agree with Mark.nearest everywhere."""
-    from cuelab.video.cues import Mark
-
-    m = Mark.build("0", RED, {2: (1, 1, 9, 9), 3: (2, 2, 10, 10), 7: (5, 5, 15, 15), 12: (8, 8, 20, 20)}, W, H)
-    first, table = m.nearest_table()
-    assert first == 2 and len(table) == 11
-    for t in range(0, 16):
-        ref = m.nearest(t)
-        got = table[t - first] if 0 <= t - first < len(table) else None
-        assert (ref is None and got is None) or tuple(ref.tolist()) == got, t

@@ -42,9 +42,6 @@ class Mark:
     frames: np.ndarray  # (N,) int, sorted source frame indices that have a box
     boxes: np.ndarray  # (N, 4) int32, clipped to the frame, x2/y2 the last pixel column/row inside the box
     row: dict[int, int] = field(default_factory=dict)  # frame index -> row of `boxes`
-    # the same boxes as ((x1, y1), (x2, y2)) Python ints, what OpenCV takes: converting once per video rather
-    # than per frame matters at small frame sizes, where a cue's per-frame Python work rivals the encoder's
-    corners: tuple = ()
 
     @classmethod
     def build(cls, object_id: str, color: Color, frame_boxes: dict[int, tuple], width: int, height: int) -> "Mark":
@@ -58,8 +55,7 @@ class Mark:
         arr = np.stack([r[:, 0], r[:, 1], np.maximum(r[:, 2] - 1, r[:, 0]), np.maximum(r[:, 3] - 1, r[:, 1])],
                        1).astype(np.int32).reshape(-1, 4)
         frames = frames[keep]
-        corners = tuple(((a, b), (c, d)) for a, b, c, d in arr.tolist())
-        return cls(object_id, color, frames, arr, {t: i for i, t in enumerate(frames.tolist())}, corners)
+        return cls(object_id, color, frames, arr, {t: i for i, t in enumerate(frames.tolist())})
 
     def at(self, t: int) -> np.ndarray | None:
         i = self.row.get(t)
@@ -75,18 +71,6 @@ class Mark:
             return self.boxes[i]
         k = int(np.searchsorted(self.frames, t))
         return self.boxes[k - 1] if t - self.frames[k - 1] <= self.frames[k] - t else self.boxes[k]
-
-    def nearest_table(self) -> tuple[int, list[tuple[int, int, int, int]]]:
-        """`nearest` for every frame of the object's span at once: (first frame, boxes as int tuples)."""
-        if not len(self.frames):
-            return 0, []
-        ts = np.arange(self.frames[0], self.frames[-1] + 1)
-        k = np.searchsorted(self.frames, ts)  # first annotated frame >= t
-        prev = np.maximum(k - 1, 0)
-        exact = self.frames[np.minimum(k, len(self.frames) - 1)] == ts
-        take_prev = ~exact & (ts - self.frames[prev] <= self.frames[np.minimum(k, len(self.frames) - 1)] - ts)
-        rows = np.where(exact | ~take_prev, np.minimum(k, len(self.frames) - 1), prev)
-        return int(self.frames[0]), [tuple(b) for b in self.boxes[rows].tolist()]
 
     def centres(self) -> np.ndarray:
         """(N, 2) int32 box centres."""
@@ -168,10 +152,9 @@ class BoxCue(Cue):
 
 def draw_boxes(out: np.ndarray, t: int, layout: Layout) -> None:
     for m in layout.marks:
-        i = m.row.get(t)
-        if i is not None:
-            p1, p2 = m.corners[i]
-            cv2.rectangle(out, p1, p2, m.color, layout.thickness)
+        b = m.at(t)
+        if b is not None:
+            cv2.rectangle(out, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), m.color, layout.thickness)
 
 
 def draw_paths(out: np.ndarray, t: int, layout: Layout) -> None:
@@ -185,7 +168,7 @@ def draw_paths(out: np.ndarray, t: int, layout: Layout) -> None:
             cv2.polylines(out, [pts.reshape(-1, 1, 2)], False, m.color, max(1, layout.thickness // 2 + 1),
                           LINE)
         if m.frames[k - 1] == t or k == 1:
-            cv2.circle(out, layout.extra["dots"][m.object_id][k - 1], layout.thickness + 1, m.color, -1, LINE)
+            cv2.circle(out, (int(pts[-1, 0]), int(pts[-1, 1])), layout.thickness + 1, m.color, -1, LINE)
 
 
 class TrajectoryCue(Cue):
@@ -202,8 +185,7 @@ class TrajectoryCue(Cue):
 
 
 def _with_centres(layout: Layout) -> Layout:
-    centres = {m.object_id: m.centres() for m in layout.marks}
-    extra = dict(layout.extra, centres=centres, dots={o: [tuple(p) for p in c.tolist()] for o, c in centres.items()})
+    extra = dict(layout.extra, centres={m.object_id: m.centres() for m in layout.marks})
     return Layout(layout.width, layout.height, layout.thickness, layout.marks, extra)
 
 
@@ -231,13 +213,8 @@ class _RegionCue(Cue):
     def background(self, frame: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def layout(self, tracks, width, height):
-        base = super().layout(tracks, width, height)
-        return Layout(base.width, base.height, base.thickness, base.marks,
-                      dict(base.extra, nearest=[m.nearest_table() for m in base.marks]))
-
     def draw(self, frame, t, layout):
-        regions = [boxes[t - first] for first, boxes in layout.extra["nearest"] if 0 <= t - first < len(boxes)]
+        regions = [b for m in layout.marks if (b := m.nearest(t)) is not None]
         if not regions:
             return frame.copy()  # before the first or after the last box: nothing to single out
         out = self.background(frame)
