@@ -95,6 +95,10 @@ def webm_fixture(dest: Path, copies: int) -> tuple[Path, dict[str, VideoTracks]]
 
 # --- measurement -----------------------------------------------------------------------------------------------
 
+def _keep_least(table: dict, key, seconds: float) -> None:
+    table[key] = min(seconds, table.get(key, seconds))
+
+
 def paired_cost(videos: Path, ann: dict[str, VideoTracks], cues: list[str], reps: int, tmp: Path) -> dict[str, float]:
     """CPU ms per frame of each condition, measured video by video in one process: for every clip the floor
     and each cue run back to back (their order rotated from clip to clip and from rep to rep). Cue runs use
@@ -123,8 +127,7 @@ def _paired(videos: Path, ann: dict[str, VideoTracks], conds: list[str], reps: i
                     n, _ = _bare_one((str(path), str(out / f"{vid}.mp4"), cond == "floor_wide"))
                 else:
                     n = render_video(path, vid, ann[vid], [cond], out)[0]["frames"]
-                dt = time.process_time() - t0
-                best[cond, vid] = min(dt, best.get((cond, vid), dt))
+                _keep_least(best, (cond, vid), time.process_time() - t0)
             frames += n if rep == 0 else 0
         shutil.rmtree(tmp / "paired", ignore_errors=True)
     return {c: 1e3 * sum(best[c, v] for v in ids) / frames for c in conds}
@@ -152,8 +155,8 @@ def decomposition(videos: Path, ann: dict[str, VideoTracks], cues: list[str], tm
                 t1 = time.process_time()
                 write_video(tmp / "decomp.mp4", drawn, v.fps)
                 t2 = time.process_time()
-                draw[c, vid] = min(t1 - t0, draw.get((c, vid), t1 - t0))
-                enc[c, vid] = min(t2 - t1, enc.get((c, vid), t2 - t1))
+                _keep_least(draw, (c, vid), t1 - t0)
+                _keep_least(enc, (c, vid), t2 - t1)
     return {c: (1e3 * sum(draw[c, v] for v in ann) / frames, 1e3 * sum(enc[c, v] for v in ann) / frames)
             for c in cues}
 
