@@ -86,8 +86,10 @@ def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 def read_jsonl(path: str | Path, skip_partial: bool = False) -> Iterator[dict]:
     path = Path(path)
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    # split on "\n" only: ensure_ascii=False leaves U+2028 and friends inside strings, which splitlines breaks on
+    lines = [ln + "\n" for ln in read_text(path).split("\n")]
+    if lines:
+        lines[-1] = lines[-1][:-1]
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -99,13 +101,29 @@ def read_jsonl(path: str | Path, skip_partial: bool = False) -> Iterator[dict]:
             raise DataError(f"malformed JSON on line {n}, column {e.colno}: {e.msg}", file=str(path)) from e
 
 
+def read_text(path: str | Path) -> str:
+    """The file's text as UTF-8, or a DataError naming the file (missing, a folder, unreadable, not UTF-8)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError("file not found", file=str(path)) from e
+    except IsADirectoryError as e:
+        raise DataError("is a folder, not a file", file=str(path)) from e
+    except PermissionError as e:
+        raise DataError("cannot be read (permission denied)", file=str(path)) from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}, line {line})",
+                        file=str(path)) from e
+
+
 def load_json(path: str | Path) -> Any:
     """json.load with an error that names the file, line and column."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise DataError("file not found", file=str(path)) from e
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -127,10 +145,40 @@ def safe_join(root: str | Path, relative: str, *, file: str | None = None, video
     return target
 
 
+#: Longest name part an id may give a file (most file systems allow 255 bytes; suffixes and prefixes need room).
+MAX_NAME_BYTES = 160
+
+
+def safe_name(value: str, *, what: str = "id", file: str | None = None, video_id: str | None = None,
+              field: str | None = None) -> str:
+    """The one check for every id that becomes part of a file name (videos, questions, models, conditions,
+    previews, overlays, attention rows): a plain name that cannot leave its folder, or a DataError naming it.
+
+    Refused, not rewritten: a rewritten id could collide with another one and silently mix two videos' files.
+    Refused: empty, "." and "..", a leading dot (hidden and temp files are the pipeline's own), path separators,
+    NUL and other control characters, "__" (the separator of `<model>__<condition>__<question>` names), and
+    names over MAX_NAME_BYTES bytes."""
+    name = str(value)
+    why = None
+    if not name or name in (".", ".."):
+        why = "is empty or a dot name"
+    elif "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+        why = "holds a path separator (it would leave its folder)"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        why = "holds a control character"
+    elif name.startswith("."):
+        why = "starts with a dot (the names of hidden and temporary files)"
+    elif "__" in name:
+        why = "holds '__' (the separator of <model>__<condition>__<question> file names)"
+    elif len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        why = f"is longer than {MAX_NAME_BYTES} bytes"
+    if why:
+        raise DataError(f"{what} {name!r} {why}; it cannot name a file", file=file, video_id=video_id,
+                        field=field or what)
+    return name
+
+
 def check_video_id(video_id: str, *, file: str | None = None) -> str:
-    """A video id becomes a file name: refuse separators and dot-dot."""
+    """A video id becomes a file name (see safe_name)."""
     vid = str(video_id)
-    if not vid or vid in (".", "..") or "/" in vid or "\\" in vid or "\x00" in vid or os.path.isabs(vid):
-        raise DataError(f"video id {vid!r} is not a plain name (it would leave the data folder)",
-                        file=file, video_id=vid, field="id")
-    return vid
+    return safe_name(vid, what="video id", file=file, video_id=vid, field="id")
