@@ -1,8 +1,9 @@
 """Runs the stages in order, each one talking to the next only through files under the run folder.
 
 A stage is skipped when its marker `stages/<name>.json` holds the same fingerprint: a hash of the config
-sections the stage reads, chained with the fingerprint of the stage before it, so a change upstream redoes
-everything downstream and a killed run resumes at the unfinished stage.
+sections the stage reads, of the content of its input files (labels or annotations edited in place count), and
+of the full fingerprints of the stages it reads, so a change upstream redoes everything downstream of it and a
+killed run resumes at the unfinished stage. The marker keeps the parts, so a rerun says what changed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 from rich.console import Console
 
 from cuelab.config import ExperimentConfig, save_config
+from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_json, load_json
 
 console = Console(stderr=True)
@@ -245,23 +247,76 @@ def stage_report(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     return {"report": str(md), "html": str(html) if html else None}
 
 
+# --- what each stage depends on ---------------------------------------------------------------------------------
+
+def data_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path]:
+    """Real data: the labels and annotations files, whose content counts even when they change in place."""
+    if cfg.data.source == "synthetic":
+        return {}
+    return {f"data.{k}": getattr(cfg.data, k) for k in ("labels", "annotations") if getattr(cfg.data, k)}
+
+
+def question_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path]:
+    labels, annotations, _ = dataset_files(cfg, paths)
+    return {"labels": labels, **({"annotations": annotations} if annotations else {})}
+
+
+def model_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path | str]:
+    """A local model folder's files (names, sizes, mtimes), or the hub snapshot in the cache (its commit)."""
+    if cfg.model.tiny is not None:
+        return {}
+    local = Path(cfg.model.name_or_path)
+    if local.exists():
+        return {"model.name_or_path": local}
+    snap = hub_snapshot(cfg.model.name_or_path)
+    return {"model.hub_snapshot": snap.name if snap else "not cached"}
+
+
+def pretrain_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path]:
+    if cfg.pretrain is None or not cfg.pretrain.from_checkpoint:
+        return {}
+    from cuelab.model.shipped import MANIFEST, resolve
+
+    return {"pretrain.from_checkpoint": resolve(cfg.pretrain.from_checkpoint) / MANIFEST}
+
+
+def render_scope(cfg: ExperimentConfig) -> dict:
+    """Which videos the render stage makes: a change reruns it (to render what is missing) but not the stages
+    after it, whose own sections say which conditions they read."""
+    return {split: conditions_needed(cfg, split) for split in ("train", "test")}
+
+
+def no_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class Stage:
+    """A pipeline stage. Its fingerprint (see `fingerprint_parts`) covers `sections` (the config it reads), the
+    content of its `inputs` files, and the fingerprints of the stages it `reads`, in full: a change anywhere
+    upstream reaches every stage after it. `scope` names config that decides how much the stage does without
+    changing what it has already made (render's condition list): it reruns the stage, not its dependants."""
+
     name: str
     sections: tuple[str, ...]
     run: Callable[[ExperimentConfig, RunPaths], dict]
+    reads: tuple[str, ...] = ()
+    inputs: Callable[[ExperimentConfig, RunPaths], dict] = no_inputs
+    scope: Callable[[ExperimentConfig], dict] | None = None
 
 
 STAGES: list[Stage] = [
-    Stage("data", ("data",), stage_data),
-    Stage("questions", ("questions",), stage_questions),
-    Stage("render", ("render", "train.conditions", "pretrain", "eval.conditions", "attention"), stage_render),
-    Stage("model", ("model",), stage_model),
-    Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain),
-    Stage("train", ("train", "frames_train"), stage_train),
-    Stage("eval", ("eval", "frames_eval"), stage_eval),
-    Stage("attention", ("attention", "frames_eval"), stage_attention),
-    Stage("report", ("report",), stage_report),
+    Stage("data", ("data",), stage_data, inputs=data_inputs),
+    Stage("questions", ("questions",), stage_questions, ("data",), question_inputs),
+    Stage("render", ("render.crf", "render.include_hand"), stage_render, ("data", "questions"), scope=render_scope),
+    Stage("model", ("model",), stage_model, ("questions",), model_inputs),
+    Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain, ("model", "render", "questions"),
+          pretrain_inputs),
+    Stage("train", ("train", "frames_train"), stage_train, ("pretrain", "model", "render", "questions")),
+    Stage("eval", ("eval", "frames_eval"), stage_eval, ("train", "pretrain", "model", "render", "questions")),
+    Stage("attention", ("attention", "frames_eval"), stage_attention,
+          ("train", "pretrain", "model", "render", "questions", "data")),
+    Stage("report", ("report",), stage_report, ("eval", "attention", "render", "questions", "data")),
 ]
 
 
@@ -269,12 +324,55 @@ def stage_names() -> list[str]:
     return [s.name for s in STAGES]
 
 
-def fingerprints(cfg: ExperimentConfig) -> dict[str, str]:
-    out, prev = {}, ""
-    for s in STAGES:
-        prev = cfg.stage_hash(*s.sections) + prev[:8]
-        out[s.name] = prev[:16]
+def fingerprint_parts(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, upstream: dict[str, str]) -> dict:
+    """What a stage's fingerprint is made of, kept in its marker so a rerun can say what changed."""
+    from cuelab.digest import file_digest, json_digest
+
+    parts = {"sections": cfg.stage_hash(*stage.sections),
+             "inputs": {k: (file_digest(v) if isinstance(v, Path) else str(v))
+                        for k, v in stage.inputs(cfg, paths).items()},
+             "upstream": {name: upstream[name] for name in stage.reads}}
+    chain = json_digest(parts)  # what dependants see
+    parts["chain"] = chain
+    parts["scope"] = json_digest(stage.scope(cfg)) if stage.scope else ""
+    parts["fingerprint"] = json_digest([chain, parts["scope"]])
+    return parts
+
+
+def fingerprints(cfg: ExperimentConfig, paths: RunPaths | None = None) -> dict[str, str]:
+    """Every stage's full fingerprint with the input files as they are now."""
+    return {name: parts["fingerprint"] for name, parts in all_parts(cfg, paths).items()}
+
+
+def all_parts(cfg: ExperimentConfig, paths: RunPaths | None = None) -> dict[str, dict]:
+    paths = paths or RunPaths(Path(cfg.output_dir))
+    chains: dict[str, str] = {}
+    out = {}
+    for stage in STAGES:
+        out[stage.name] = fingerprint_parts(stage, cfg, paths, chains)
+        chains[stage.name] = out[stage.name]["chain"]
     return out
+
+
+def why_stale(stage: Stage, old: dict | None, new: dict) -> str:
+    """A short reason a stage reruns, from its marker's parts and the new ones."""
+    if old is None:
+        return "not run yet"
+    old_parts = old.get("parts") or {}
+    if not old_parts:
+        return "made by an older cuelab (no fingerprint parts)"
+    reasons = []
+    if old_parts.get("sections") != new["sections"]:
+        reasons.append("config " + ", ".join(stage.sections) + " changed")
+    for k, v in new["inputs"].items():
+        if old_parts.get("inputs", {}).get(k) != v:
+            reasons.append(f"input {k} changed")
+    for k, v in new["upstream"].items():
+        if old_parts.get("upstream", {}).get(k) != v:
+            reasons.append(f"stage {k} changed")
+    if old_parts.get("scope") != new["scope"]:
+        reasons.append("its scope (what it makes) changed")
+    return "; ".join(reasons) or "fingerprint changed"
 
 
 def hub_snapshot(repo_id: str) -> Path | None:
@@ -288,51 +386,136 @@ def hub_snapshot(repo_id: str) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
+#: how many labelled videos `check` opens to prove the videos folder holds readable videos
+CHECK_VIDEOS = 3
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
 def check(cfg: ExperimentConfig) -> list[str]:
-    """Every input the config needs that is not there (files, folders, model weights), named; downloads nothing."""
-    missing = []
+    """Every input the config needs that is missing or not in its format (files, folders, model weights), named;
+    reads the label and annotation files in full and opens a few videos; downloads nothing."""
+    problems = []
     if cfg.data.source == "ssv2":
-        for field in ("labels", "annotations", "videos"):
-            p = getattr(cfg.data, field)
-            if p is None:
-                missing.append(f"data.{field}: not set")
-            elif not Path(p).exists():
-                missing.append(f"data.{field}: {p} does not exist")
+        problems += check_data(cfg)
     if cfg.model.tiny is None:
-        name = cfg.model.name_or_path
-        local = Path(name)
-        if local.exists():
-            if not (local / "config.json").exists():
-                missing.append(f"model.name_or_path: {name} has no config.json")
-        else:
-            if hub_snapshot(name) is None:
-                missing.append(f"model.name_or_path: weights of {name} are neither a local folder nor in the "
-                               "Hugging Face cache (download them first: huggingface-cli download " + name + ")")
-    return missing
+        problems += check_model(cfg.model.name_or_path)
+    return problems
+
+
+def check_data(cfg: ExperimentConfig) -> list[str]:
+    from cuelab.data.something_else import load_annotations
+    from cuelab.data.ssv2 import load_labels
+
+    problems, labels, tracks = [], None, None
+    for field in ("labels", "annotations", "videos"):
+        p = getattr(cfg.data, field)
+        if p is None:
+            problems.append(f"data.{field}: not set")
+        elif not Path(p).exists():
+            problems.append(f"data.{field}: {p} does not exist")
+    try:
+        labels = load_labels(cfg.data.labels) if cfg.data.labels and Path(cfg.data.labels).exists() else None
+    except DataError as e:
+        problems.append(f"data.labels: {e}")
+    try:
+        if cfg.data.annotations and Path(cfg.data.annotations).exists():
+            tracks = load_annotations(cfg.data.annotations, strict=False)
+            if tracks.errors:
+                problems.append(f"data.annotations: {len(tracks.errors)} video(s) malformed (a run skips them), "
+                                f"first: {tracks.errors[0]}")
+    except DataError as e:
+        problems.append(f"data.annotations: {e}")
+    videos = cfg.data.videos
+    if videos is not None and Path(videos).exists() and not Path(videos).is_dir():
+        problems.append(f"data.videos: {videos} is a file; it must be the folder of <id>.webm / <id>.mp4 / <id>/")
+    elif videos is not None and labels is not None:
+        problems += check_videos(Path(videos), labels, tracks.videos if tracks is not None else None)
+    return problems
+
+
+def check_videos(videos: Path, labels: list, tracks: dict | None) -> list[str]:
+    """Open the first few labelled videos (with boxes, when boxes are known): they must be found and decode."""
+    from cuelab.video.io import find_video, read_video
+
+    ids = [e.id for e in labels if tracks is None or e.id in tracks][:CHECK_VIDEOS]
+    if not ids:
+        return [f"data.labels: no labelled video has boxes in data.annotations (ids do not match)"] if tracks else []
+    problems = []
+    for vid in ids:
+        try:
+            read_video(find_video(videos, vid), vid)
+        except DataError as e:
+            problems.append(f"data.videos: {e}")
+    return problems
+
+
+def check_model(name: str) -> list[str]:
+    """A local folder or a cached hub snapshot with a parseable config.json (with model_type) and weights."""
+    local = Path(name)
+    folder = local if local.exists() else hub_snapshot(name)
+    if folder is None:
+        return [f"model.name_or_path: weights of {name} are neither a local folder nor in the Hugging Face cache "
+                f"(download them first: huggingface-cli download {name})"]
+    if not folder.is_dir():
+        return [f"model.name_or_path: {folder} is not a folder"]
+    config = folder / "config.json"
+    if not config.is_file():
+        return [f"model.name_or_path: {folder} has no config.json"]
+    try:
+        data = load_json(config)
+    except DataError as e:
+        return [f"model.name_or_path: {e}"]
+    if not isinstance(data, dict) or "model_type" not in data:
+        return [f"model.name_or_path: {config} is not a model config (no 'model_type')"]
+    if not any(any(folder.glob(p)) for p in WEIGHT_PATTERNS):
+        return [f"model.name_or_path: {folder} has no weights (*.safetensors or pytorch_model*.bin)"]
+    return []
+
+
+def refuse_stale_upstream(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str]) -> None:
+    """Before anything runs: a stage left out of `wanted` that a wanted stage reads must be up to date."""
+    for name, parts in all_parts(cfg, paths).items():
+        if name in wanted or not any(name in s.reads for s in STAGES if s.name in wanted):
+            continue
+        marker = paths.stages / f"{name}.json"
+        old = load_json(marker) if marker.exists() else None
+        if old is None or old.get("fingerprint") != parts["fingerprint"]:
+            stage = next(s for s in STAGES if s.name == name)
+            raise DataError(f"stage {name} is not up to date for this config ({why_stale(stage, old, parts)}): "
+                            "add it to --stages, or run without --stages", field="stages")
 
 
 def run_pipeline(cfg: ExperimentConfig, stages: list[str] | None = None, force: bool = False) -> dict:
+    """Run the stages in order; one whose marker holds the same fingerprint is skipped. With `stages`, a stage
+    left out must be up to date for this config (else a DataError says which and why): a subset never runs on
+    stale upstream outputs."""
     paths = RunPaths(Path(cfg.output_dir))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, paths.root / "config.yaml")
     wanted = set(stages or stage_names())
     unknown = wanted - set(stage_names())
     if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; stages: {stage_names()}")
-    fps = fingerprints(cfg)
+        raise DataError(f"unknown stage(s) {sorted(unknown)}; stages: {stage_names()}", field="stages")
+    refuse_stale_upstream(cfg, paths, wanted)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, paths.root / "config.yaml")
+    chains: dict[str, str] = {}
     done = {}
     for stage in STAGES:
+        marker = paths.stages / f"{stage.name}.json"
+        old = load_json(marker) if marker.exists() else None
+        parts = fingerprint_parts(stage, cfg, paths, chains)  # after the stages before it ran: their outputs count
+        chains[stage.name] = parts["chain"]
         if stage.name not in wanted:
             continue
-        marker = paths.stages / f"{stage.name}.json"
-        if not force and marker.exists() and load_json(marker).get("fingerprint") == fps[stage.name]:
-            console.print(f"[dim]stage {stage.name}: done earlier with the same config, skipped[/dim]")
-            done[stage.name] = load_json(marker)
+        fresh = old is not None and old.get("fingerprint") == parts["fingerprint"]
+        if fresh and not force:
+            console.print(f"[dim]stage {stage.name}: done earlier with the same config and inputs, skipped[/dim]")
+            done[stage.name] = old
             continue
-        console.rule(f"stage {stage.name}")
+        console.rule(f"stage {stage.name}" + ("" if force else f" ({why_stale(stage, old, parts)})"))
         t0 = time.time()
         result = stage.run(cfg, paths)
-        record = {"fingerprint": fps[stage.name], "seconds": round(time.time() - t0, 2), "result": result}
+        record = {"fingerprint": parts["fingerprint"], "parts": parts, "seconds": round(time.time() - t0, 2),
+                  "result": result}
         atomic_write_json(marker, record)
         done[stage.name] = record
     return done
