@@ -290,6 +290,15 @@ def no_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     return {}
 
 
+def outputs_of(*names: str) -> Callable[[ExperimentConfig, RunPaths], list[Path]]:
+    """A stage's resumable outputs, relative to the run folder: cleared when made under another fingerprint."""
+    def outputs(cfg: ExperimentConfig, paths: RunPaths) -> list[Path]:
+        if names == ("dataset",) and cfg.data.source != "synthetic":
+            return []  # real data is the user's, never the run's to delete
+        return [paths.root / n for n in names]
+    return outputs
+
+
 @dataclass(frozen=True)
 class Stage:
     """A pipeline stage. Its fingerprint (see `fingerprint_parts`) covers `sections` (the config it reads), the
@@ -303,20 +312,25 @@ class Stage:
     reads: tuple[str, ...] = ()
     inputs: Callable[[ExperimentConfig, RunPaths], dict] = no_inputs
     scope: Callable[[ExperimentConfig], dict] | None = None
+    outputs: Callable[[ExperimentConfig, RunPaths], list[Path]] = outputs_of()
 
 
 STAGES: list[Stage] = [
-    Stage("data", ("data",), stage_data, inputs=data_inputs),
-    Stage("questions", ("questions",), stage_questions, ("data",), question_inputs),
+    Stage("data", ("data",), stage_data, inputs=data_inputs, outputs=outputs_of("dataset")),
+    Stage("questions", ("questions",), stage_questions, ("data",), question_inputs, outputs=outputs_of("questions")),
+    # render keeps its outputs: each video carries its own provenance and is redone when that differs
     Stage("render", ("render.crf", "render.include_hand"), stage_render, ("data", "questions"), scope=render_scope),
-    Stage("model", ("model",), stage_model, ("questions",), model_inputs),
+    Stage("model", ("model",), stage_model, ("questions",), model_inputs, outputs=outputs_of("models/tiny-init")),
     Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain, ("model", "render", "questions"),
-          pretrain_inputs),
-    Stage("train", ("train", "frames_train"), stage_train, ("pretrain", "model", "render", "questions")),
-    Stage("eval", ("eval", "frames_eval"), stage_eval, ("train", "pretrain", "model", "render", "questions")),
+          pretrain_inputs, outputs=outputs_of("models/pretrain-run", "models/pretrained")),
+    Stage("train", ("train", "frames_train"), stage_train, ("pretrain", "model", "render", "questions"),
+          outputs=outputs_of("models/finetune")),
+    Stage("eval", ("eval", "frames_eval"), stage_eval, ("train", "pretrain", "model", "render", "questions"),
+          outputs=outputs_of("predictions", "results.json", "results.csv")),
     Stage("attention", ("attention", "frames_eval"), stage_attention,
-          ("train", "pretrain", "model", "render", "questions", "data")),
-    Stage("report", ("report",), stage_report, ("eval", "attention", "render", "questions", "data")),
+          ("train", "pretrain", "model", "render", "questions", "data"), outputs=outputs_of("attention")),
+    Stage("report", ("report",), stage_report, ("eval", "attention", "render", "questions", "data"),
+          outputs=outputs_of("report")),
 ]
 
 
@@ -472,6 +486,26 @@ def check_model(name: str) -> list[str]:
     return []
 
 
+def clear_stale_outputs(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, fingerprint: str, started: Path,
+                        force: bool) -> None:
+    """Remove what the stage made under another fingerprint (or under none that is known), so that resuming
+    never mixes old outputs with new ones: a killed run of the same fingerprint resumes; any other rerun, or
+    --force, starts clean."""
+    import shutil
+
+    made_under = load_json(started).get("fingerprint") if started.exists() else None
+    if made_under is None:
+        marker = paths.stages / f"{stage.name}.json"
+        made_under = load_json(marker).get("fingerprint") if marker.exists() else None
+    if made_under == fingerprint and not force:
+        return
+    for out in stage.outputs(cfg, paths):
+        if out.is_dir():
+            shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
+
+
 def refuse_stale_upstream(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str]) -> None:
     """Before anything runs: a stage left out of `wanted` that a wanted stage reads must be up to date."""
     for name, parts in all_parts(cfg, paths).items():
@@ -512,10 +546,14 @@ def run_pipeline(cfg: ExperimentConfig, stages: list[str] | None = None, force: 
             done[stage.name] = old
             continue
         console.rule(f"stage {stage.name}" + ("" if force else f" ({why_stale(stage, old, parts)})"))
+        started = paths.stages / f"{stage.name}.started.json"
+        clear_stale_outputs(stage, cfg, paths, parts["fingerprint"], started, force)
+        atomic_write_json(started, {"fingerprint": parts["fingerprint"]})
         t0 = time.time()
         result = stage.run(cfg, paths)
         record = {"fingerprint": parts["fingerprint"], "parts": parts, "seconds": round(time.time() - t0, 2),
                   "result": result}
         atomic_write_json(marker, record)
+        started.unlink(missing_ok=True)
         done[stage.name] = record
     return done

@@ -162,3 +162,34 @@ def test_check_exit_code(tmp_path, synth_dir):
     good = subprocess.run([sys.executable, "-m", "cuelab.cli", "run", str(path), "--check"], capture_output=True,
                           text=True)
     assert good.returncode == 0, good.stderr
+
+
+def test_outputs_made_under_another_fingerprint_are_cleared_before_a_rerun(tmp_path, monkeypatch):
+    """A resumable stage (eval appends predictions, train resumes from checkpoints) must not resume from what it
+    made under another config: a killed run of the same config resumes, any other rerun starts clean."""
+    import dataclasses
+
+    import cuelab.pipeline as pl
+
+    def appending_questions(cfg, paths):  # stands for a resumable stage: it keeps what is already there
+        log = paths.questions / "made.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as f:
+            f.write(f"seed {cfg.questions.seed}\n")
+        return {}
+
+    stages = [dataclasses.replace(s, run=appending_questions) if s.name == "questions" else s for s in pl.STAGES]
+    monkeypatch.setattr(pl, "STAGES", stages)
+    log = tmp_path / "questions" / "made.txt"
+    run_pipeline(_cfg(tmp_path), ["data", "questions"])
+    assert log.read_text() == "seed 0\n"
+    (tmp_path / "stages" / "questions.json").unlink()  # killed before it finished: its started marker remains
+    pl.atomic_write_json(tmp_path / "stages" / "questions.started.json",
+                         {"fingerprint": pl.fingerprints(_cfg(tmp_path))["questions"]})
+    run_pipeline(_cfg(tmp_path), ["data", "questions"])
+    assert log.read_text() == "seed 0\nseed 0\n"  # resumed
+    run_pipeline(_cfg(tmp_path, "questions.seed=5"), ["data", "questions"])
+    assert log.read_text() == "seed 5\n"  # the old outputs were cleared first
+    assert not (tmp_path / "stages" / "questions.started.json").exists()
+    run_pipeline(_cfg(tmp_path, "questions.seed=5"), ["data", "questions"], force=True)
+    assert log.read_text() == "seed 5\n"
