@@ -7,33 +7,51 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cuelab.errors import DataError
+from cuelab.fsutil import read_text
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+# Value rules: a count of at least one, a positive amount, a share in [0, 1].
+Count = Annotated[int, Field(ge=1)]
+Positive = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+def _ordered(low_name: str, low, high_name: str, high) -> None:
+    if low is not None and high is not None and low > high:
+        raise ValueError(f"{low_name} ({low}) must not exceed {high_name} ({high})")
+
+
 class SyntheticConfig(Section):
-    videos: int = 200
+    videos: Count = 200
     seed: int = 0
-    width: int = 160
-    height: int = 120
-    fps: float = 12.0
-    min_seconds: float = 2.0
-    max_seconds: float = 4.0
-    min_objects: int = 2
-    max_objects: int = 4
-    gaps: float = 0.0  # fraction of annotated frames left out of annotations.json, as in the real data
-    single_object_fraction: float = 0.0  # scenes with one object (easy curriculum scenes)
+    width: Count = 160
+    height: Count = 120
+    fps: Positive = 12.0
+    min_seconds: Positive = 2.0
+    max_seconds: Positive = 4.0
+    min_objects: Count = 2
+    max_objects: Count = 4
+    gaps: Share = 0.0  # fraction of annotated frames left out of annotations.json, as in the real data
+    single_object_fraction: Share = 0.0  # scenes with one object (easy curriculum scenes)
     templates: list[str] | None = None  # restrict to these template names (None: all)
-    object_scale: float = 1.0  # object size multiplier (larger objects stay legible in small model frames)
-    motion_scale: float = 1.0  # amplitude multiplier of the in-place motions (shake, poke, squeeze)
+    object_scale: Positive = 1.0  # object size multiplier (larger objects stay legible in small model frames)
+    motion_scale: float = Field(1.0, ge=0)  # amplitude multiplier of the in-place motions (shake, poke, squeeze)
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        _ordered("min_objects", self.min_objects, "max_objects", self.max_objects)
+        _ordered("min_seconds", self.min_seconds, "max_seconds", self.max_seconds)
+        return self
 
 
 class DataConfig(Section):
@@ -45,33 +63,47 @@ class DataConfig(Section):
 
 
 class QuestionsConfig(Section):
-    videos: int | None = None  # subset size (None: every usable video)
-    test_videos: int = 50
+    videos: Count | None = None  # subset size (None: every usable video)
+    test_videos: Count = 50
     seed: int = 0
     kinds: list[Literal["object", "verb", "referential"]] = ["object", "verb", "referential"]
-    max_placeholder_chars: int = 40
+    max_placeholder_chars: Count = 40
     require_boxes: bool = True  # keep only videos with Something-Else boxes
     single_verb_templates: bool = False  # keep templates with exactly one verb slot (the first study's subset)
     # loosest template-shape level a verb distractor may come from (see cuelab.data.questions.TemplateInfo)
     verb_shape: Literal["exact", "frame", "lead"] = "lead"
 
+    @model_validator(mode="after")
+    def _split(self):
+        if self.videos is not None and self.test_videos >= self.videos:
+            raise ValueError(f"test_videos ({self.test_videos}) must be below videos ({self.videos}): "
+                             "the rest are the training videos")
+        return self
+
 
 class RenderConfig(Section):
     cues: list[str] = ["plain", "box", "trajectory"]
-    workers: int = 2
-    crf: int = 18
+    workers: Count = 2
+    crf: int = Field(18, ge=0, le=51)  # libx264's range
     include_hand: bool = False
 
 
 class FramesConfig(Section):
     """What the model sees: see cuelab.video.io.sample_frames."""
 
-    fps: float = 2.0
-    min_frames: int = 4
-    max_frames: int = 32
-    total_pixels: int | None = 1_304_576
-    max_pixels_per_frame: int = 256 * 416
-    min_pixels_per_frame: int = 32 * 32
+    fps: Positive = 2.0
+    min_frames: Count = 4
+    max_frames: Count = 32
+    total_pixels: Count | None = 1_304_576
+    max_pixels_per_frame: Count = 256 * 416
+    min_pixels_per_frame: Count = 32 * 32
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        _ordered("min_frames", self.min_frames, "max_frames", self.max_frames)
+        _ordered("min_pixels_per_frame", self.min_pixels_per_frame, "max_pixels_per_frame",
+                 self.max_pixels_per_frame)
+        return self
 
     def spec(self):
         from cuelab.video.io import FrameSpec
@@ -84,25 +116,41 @@ class FramesConfig(Section):
 class TinyModelConfig(Section):
     """A small random Qwen3-VL built locally (the embedded default; no download)."""
 
-    vocab_size: int = 2048
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    head_dim: int = 32
-    initializer_range: float = 0.3
+    vocab_size: Count = 2048
+    hidden_size: Count = 128
+    intermediate_size: Count = 256
+    num_hidden_layers: Count = 2
+    num_attention_heads: Count = 4
+    num_key_value_heads: Count = 2
+    head_dim: Count = 32
+    initializer_range: Positive = 0.3
     # the vision tower's: at Qwen's 0.02 its outputs are ~50x smaller than the text stream they join, and the
     # model learns to look at the video several times slower (docs/demo-research.md)
-    vision_initializer_range: float = 0.3
-    rope_theta: float = 10000.0
-    mrope_section: list[int] = [6, 5, 5]
-    vision_depth: int = 1
-    vision_hidden_size: int = 64
-    vision_num_heads: int = 2
-    vision_intermediate_size: int = 128
+    vision_initializer_range: Positive = 0.3
+    rope_theta: Positive = 10000.0
+    mrope_section: list[Annotated[int, Field(ge=0)]] = [6, 5, 5]
+    vision_depth: Count = 1
+    vision_hidden_size: Count = 64
+    vision_num_heads: Count = 2
+    vision_intermediate_size: Count = 128
     deepstack_visual_indexes: list[int] = [0]
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        """What Qwen3-VL's layers need (its text attention takes head_dim as given, so hidden_size is free)."""
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                             f"num_key_value_heads ({self.num_key_value_heads})")
+        if self.vision_hidden_size % self.vision_num_heads:
+            raise ValueError(f"vision_hidden_size ({self.vision_hidden_size}) must be a multiple of "
+                             f"vision_num_heads ({self.vision_num_heads})")
+        if sum(self.mrope_section) * 2 != self.head_dim:
+            raise ValueError(f"mrope_section {self.mrope_section} must sum to head_dim / 2 = {self.head_dim / 2:g}")
+        bad = [i for i in self.deepstack_visual_indexes if not 0 <= i < self.vision_depth]
+        if bad:  # an index past the last vision block would silently never feed the text layers
+            raise ValueError(f"deepstack_visual_indexes {bad} must be vision block numbers 0..{self.vision_depth - 1}")
+        return self
 
 
 class ModelConfig(Section):
@@ -119,40 +167,48 @@ class PhaseConfig(Section):
 
     name: str = "main"
     kinds: list[str] | None = None  # None: all kinds
-    max_objects: int | None = None  # only scenes with at most this many objects
-    fraction: float = 1.0  # share of the phase's step/time budget
+    max_objects: Count | None = None  # only scenes with at most this many objects
+    fraction: float = Field(1.0, gt=0, le=1)  # share of the phase's step/time budget
 
 
 class TrainConfig(Section):
     mode: Literal["lora", "full"] = "lora"
-    rank: int = 64
-    alpha: int = 64
-    dropout: float = 0.05
+    rank: Count = 64
+    alpha: Count = 64
+    dropout: Share = 0.05
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
     lora_on_vision: bool = False  # LLM only by default
-    lr: float = 1e-4
-    vision_lr: float | None = None  # full mode: a separate lr for the vision tower
+    lr: Positive = 1e-4
+    vision_lr: Positive | None = None  # full mode: a separate lr for the vision tower
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    max_grad_norm: float = 1.0
-    epochs: float = 1.0
-    max_steps: int | None = None
-    max_seconds: float | None = None  # a wall-clock budget (the demo's CPU pretraining)
-    batch_size: int = 8
-    grad_accum: int = 4
-    conditions: dict[str, float] = {"plain": 1.0, "trajectory": 1.0}  # condition -> share of samples
-    phases: list[PhaseConfig] = [PhaseConfig()]
+    warmup_ratio: Share = 0.03
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    max_grad_norm: Positive = 1.0
+    epochs: Positive = 1.0
+    max_steps: Count | None = None
+    max_seconds: Positive | None = None  # a wall-clock budget (the demo's CPU pretraining)
+    batch_size: Count = 8
+    grad_accum: Count = 4
+    # condition -> share of samples
+    conditions: dict[str, Annotated[float, Field(ge=0)]] = {"plain": 1.0, "trajectory": 1.0}
+    phases: list[PhaseConfig] = Field([PhaseConfig()], min_length=1)
     seed: int = 0
     bf16: Literal["auto", "on", "off"] = "auto"
     gradient_checkpointing: bool = False
     compile: bool = True  # on a GPU: torch.compile each LLM decoder layer (dynamic shapes; benchmarks/RESULTS.md)
-    save_steps: int = 200
-    log_steps: int = 10
-    num_workers: int = 2  # threads encoding samples (frames + prompt) ahead of the training step
-    threads: int | None = None  # torch CPU threads (None: torch's default); a fixed count makes CPU runs bit-exact
+    save_steps: Count = 200
+    log_steps: Count = 10
+    # threads encoding samples (frames + prompt) ahead of the training step; 0: encoded in the training loop
+    num_workers: int = Field(2, ge=0)
+    threads: Count | None = None  # torch CPU threads (None: torch's default); a fixed count makes CPU runs bit-exact
     from_checkpoint: str | None = None  # pretrain only: a shipped model made with these settings (cuelab.model.shipped)
+
+    @model_validator(mode="after")
+    def _shares(self):
+        if not sum(self.conditions.values()) > 0:
+            raise ValueError(f"conditions {self.conditions} need at least one positive share")
+        return self
 
 
 class EvalConfig(Section):
@@ -162,27 +218,29 @@ class EvalConfig(Section):
     blind: bool = True
     hint: bool = False
     rule: Literal["sum", "mean", "greedy"] = "sum"  # which score picks the answer (all are recorded)
-    videos_per_call: int = 4  # hf backend on a GPU: videos scored together (vision, prefix, choices batched)
+    videos_per_call: Count = 4  # hf backend on a GPU: videos scored together (vision, prefix, choices batched)
     compile: bool = True  # hf backend on a GPU: torch.compile the decoder layers and vision blocks
     vllm_server: str | None = None  # URL of a running vLLM server; None: offline LLM
 
 
 class AttentionConfig(Section):
     enabled: bool = True
-    n: int = 200
+    n: Count = 200
     conditions: list[str] = ["plain", "box", "trajectory"]
     models: list[Literal["pretrained", "finetuned"]] = ["pretrained", "finetuned"]
     per_head: bool = False
-    sink_tokens: int = 4  # top video tokens of the plain condition left out in the *_ns measures
-    overlays: int = 3  # questions drawn as plain-vs-cue heatmap GIFs
-    cue_threshold: int = 40  # a pixel is the cue's when cued and plain frames differ by more than this
-    max_box_gap: int = 6  # frames: a sampled frame without a box borrows the nearest annotated one this close
+    sink_tokens: int = Field(4, ge=0)  # top video tokens of the plain condition left out in the *_ns measures
+    overlays: int = Field(3, ge=0)  # questions drawn as plain-vs-cue heatmap GIFs
+    # a pixel is the cue's when cued and plain frames differ by more than this
+    cue_threshold: int = Field(40, ge=0, le=255)
+    # frames: a sampled frame without a box borrows the nearest annotated one this close
+    max_box_gap: int = Field(6, ge=0)
 
 
 class ReportConfig(Section):
     title: str = "cuelab report"
     html: bool = True
-    previews: int = 2
+    previews: int = Field(2, ge=0)
 
 
 class ExperimentConfig(Section):
@@ -223,8 +281,13 @@ def _jsonable(v):
     return json.loads(json.dumps(v, default=str))
 
 
-def _parse_value(text: str):
-    return yaml.safe_load(text)
+def _parse_value(text: str, item: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:  # e.g. an unclosed list: render.cues=[plain,box
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DataError(f"override {item!r}: the value is not valid YAML ({problem})",
+                        field=item.split("=", 1)[0].strip()) from e
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -239,28 +302,48 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise DataError(f"override {item!r}: {p!r} is not a section", field=key)
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, item)
     return raw
+
+
+def config_error(e: ValidationError, file: str | None = None, overrides: list[str] = ()) -> DataError:
+    """One line per config error, each naming the field's dotted path (and the --set that gave it)."""
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    problems = []
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        if isinstance(got, (int, float, str, bool)) and err["type"] != "extra_forbidden":
+            msg += f" (got {got!r})"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        by_set = any(where == g or where.startswith(g + ".") for g in given)
+        problems.append((where, msg + (" (from --set)" if by_set else "")))
+    if len(problems) == 1:
+        where, msg = problems[0]
+        return DataError(f"invalid value: {msg}", file=file, field=where or None)
+    return DataError("invalid config: " + "; ".join(f"{w or '<top>'}: {m}" for w, m in problems), file=file)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """YAML file (optional) + overrides -> validated ExperimentConfig. Errors name the file and field."""
     raw: dict = {}
+    overrides = list(overrides or [])
     if path is not None:
         path = Path(path)
+        text = read_text(path)  # missing, a folder, unreadable or not UTF-8: a DataError naming the file
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as e:
-            raise DataError("config file not found", file=str(path)) from e
+            raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise DataError(f"malformed YAML: {e}", file=str(path)) from e
+            raise DataError(f"malformed YAML: {' '.join(str(e).split())}", file=str(path)) from e
         if not isinstance(raw, dict):
             raise DataError("config must be a mapping", file=str(path))
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides)
     try:
         return ExperimentConfig.model_validate(raw)
-    except Exception as e:  # pydantic.ValidationError: re-raise naming the file
-        raise DataError(f"invalid config: {e}", file=str(path) if path else "<overrides>") from e
+    except ValidationError as e:
+        raise config_error(e, str(path) if path else None, overrides) from e
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
