@@ -1,0 +1,97 @@
+"""What a rendered video was made from, so that a rerun re-renders exactly the outputs that went stale.
+
+Each output `<cue>/<id>.mp4` has a sidecar `<cue>/<id>.mp4.json` holding its provenance: the source video's
+identity (cuelab.digest: a file up to 64 MiB by its full sha256, a larger one by size, mtime and the sha256 of
+its first and last MiB; a JPEG-frame folder by its files' names, sizes and mtimes), the cue and its settings
+(every style attribute, so a changed default counts too), the digest of the video's box tracks (not for
+`plain`, which draws no box), the codec settings and RENDER_VERSION.
+
+A sidecar rather than one index per folder: each worker writes its own outputs' sidecars with no file shared
+between processes or between shards rendering side by side into one folder (an index would need merging and
+would be lost or torn as a whole), and a sidecar goes wherever its video is copied or deleted. The sidecar is
+written atomically after the video: an output without one (killed in between, or made by an older cuelab) is
+treated as stale, never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cuelab.data.something_else import VideoTracks
+from cuelab.digest import file_digest, json_digest
+from cuelab.fsutil import atomic_write_json, load_json
+from cuelab.errors import DataError
+from cuelab.video.cues import Cue, get_cue
+
+#: Bump when the drawing or encoding code changes the pixels of any output: every output then re-renders.
+RENDER_VERSION = 1
+
+
+def sidecar_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".json")
+
+
+def source_identity(path: str | Path) -> dict:
+    """The source video's identity: its file name (a .webm and an .mp4 of one id are different sources),
+    size for files, and the content digest (cuelab.digest.file_digest; for a frame folder, its listing)."""
+    path = Path(path)
+    try:
+        return {"name": path.name, "kind": "frames" if path.is_dir() else "file",
+                "size": None if path.is_dir() else path.stat().st_size, "digest": file_digest(path)}
+    except OSError as e:
+        raise DataError(f"cannot read the source video ({e.strerror or e})", file=str(path)) from e
+
+
+def cue_settings(cue: Cue) -> dict:
+    """The cue's class and every attribute it draws with (a nested cue, e.g. side_by_side's, in turn)."""
+    attrs = {k: cue_settings(v) if isinstance(v, Cue) else v for k, v in sorted(vars(cue).items())}
+    return {"class": type(cue).__name__, **attrs}
+
+
+def tracks_digest(tracks: VideoTracks | None) -> str | None:
+    """sha256 of the video's boxes, object by object and frame by frame; None for a video without boxes."""
+    if tracks is None:
+        return None
+    return json_digest({o: sorted([t, list(box)] for t, box in frames.items())
+                        for o, frames in tracks.tracks.items()})
+
+
+def codec_settings(crf: int, preset: str) -> dict:
+    """What write_video encodes with (io.write_video: libx264, yuv420p, even size, one thread)."""
+    return {"codec": "libx264", "crf": crf, "preset": preset, "pix_fmt": "yuv420p", "threads": 1,
+            "fps": "source fps as a fraction with denominator <= 1001", "size": "source, padded to even"}
+
+
+def render_provenance(source: dict, cue_name: str, tracks: VideoTracks | None, include_hand: bool, crf: int,
+                      preset: str) -> dict:
+    """The provenance one output must carry to be up to date (as it reads back from JSON, to compare equal)."""
+    cue = get_cue(cue_name, include_hand=include_hand)
+    return json.loads(json.dumps({"render_version": RENDER_VERSION, "source": source, "cue": cue_name, "cue_settings": cue_settings(cue),
+            "tracks": None if type(cue) is Cue else tracks_digest(tracks),  # plain draws no box
+            "codec": codec_settings(crf, preset)}))
+
+
+def read_provenance(output: str | Path) -> dict | None:
+    """The provenance stored beside `output`, or None when there is none (or it is unreadable: re-render)."""
+    path = sidecar_path(output)
+    if not path.is_file():
+        return None
+    try:
+        stored = load_json(path)
+    except DataError:
+        return None
+    return stored.get("provenance") if isinstance(stored, dict) else None
+
+
+def write_provenance(output: str | Path, provenance: dict, source_path: str | Path) -> None:
+    """Store the provenance beside `output` (call after the output is in place). The source's path is kept for
+    the reader only: a dataset moved to another folder does not make its renders stale."""
+    atomic_write_json(sidecar_path(output), {"provenance": provenance, "source_path": str(source_path)}, indent=None)
+
+
+def remove_output(output: str | Path) -> None:
+    """Delete a stale output and its sidecar (a run killed in between leaves either one alone: both re-render)."""
+    Path(output).unlink(missing_ok=True)
+    sidecar_path(output).unlink(missing_ok=True)
