@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 
@@ -58,7 +59,9 @@ def _all(train, test):
 
 @pytest.mark.parametrize("a, b", [("The Speaker", "speaker"), ("speakers", "a speaker"), ("  cup   holder ", "cup holder"),
                                   ("glasses", "glass"), ("boxes", "box"), ("batteries", "battery"),
-                                  ("а deodorant", "deodorant"), ("Remote-control", "remote control")])
+                                  ("а deodorant", "deodorant"), ("Remote-control", "remote control"),
+                                  ("hair clip", "hairclip"), ("Nail-polish", "nailpolish"),
+                                  ("wrist watch", "wristwatch")])
 def test_normalize_merges_spellings_of_one_choice(a, b):
     assert normalize(a) == normalize(b)
 
@@ -75,6 +78,10 @@ def test_whole_word_containment_and_overlap():
     # the words either side of the blank never join into a match
     assert not in_question(f"Putting remote {BLANK} control.", "remote control")
     assert in_question(f"Putting {BLANK} into the small box.", "box")
+    # spaces aside: compounds written as one word or two are the same object
+    assert contains("pink hairclip", "hair clip") and contains("nail polish bottle", "nailpolish")
+    assert overlaps("hairclip", "hair clip") and in_question(f"Putting {BLANK} on the hair-clip.", "hairclip")
+    assert not contains("hairclipper", "hair clip") and not contains("thumbnail polish", "nail polish")
 
 
 @pytest.mark.parametrize("text, reason", [("", "empty"), ("   ", "empty"), ("the", "empty"), ("@%", "no_letters"),
@@ -134,6 +141,11 @@ def test_render_blanks_one_slot_or_the_verb():
 
 # --- the rules on a small label set ----------------------------------------------------------------------------
 
+def _squashed(text: str) -> str:
+    """A choice lower-cased without spaces and hyphens, computed here apart from the code under test."""
+    return re.sub(r"[\s-]+", "", text.lower())
+
+
 def _check_rules(rows):
     """Every fairness rule, checked on the rows themselves."""
     for r in rows:
@@ -142,6 +154,7 @@ def _check_rules(rows):
         assert len(r["choices"]) == 4 and r["choices"][r["answer_index"]] == r["answer"]
         keys = [words(c) for c in r["choices"]]
         assert len({normalize(c) for c in r["choices"]}) == 4, r
+        assert len({_squashed(c) for c in r["choices"]}) == 4, r  # "hair clip" / "hairclip"
         assert not any(overlaps(keys[i], keys[j]) for i in range(4) for j in range(i + 1, 4)), r
         assert not in_question(r["question"], r["answer"]), r
         assert r["id"].startswith(f"{r['video']}-{r['kind']}-")
@@ -160,6 +173,20 @@ def test_built_questions_follow_every_rule():
     assert all(v == 0 for v in m["sanity"].values())
     speaker = [r for r in rows if r["kind"] == "object" and any(normalize(c) == "speaker" for c in r["choices"])]
     assert speaker and all(sum(normalize(c) == "speaker" for c in r["choices"]) == 1 for r in speaker)
+
+
+def test_compounds_written_with_or_without_a_space_are_one_choice():
+    # the real labels hold "hair clip"/"hairclip", "nail polish"/"nailpolish", "wrist watch"/"wristwatch"
+    spellings = ["hair clip", "hairclip", "hair-clip", "nail polish", "nailpolish", "wrist watch", "wristwatch"]
+    labels = _labels() + [LabelEntry(str(4000 + i), f"pushing {p} from left to right", TEMPLATES[0], [p])
+                          for i, p in enumerate(spellings * 4)]
+    train, test, m = build_questions(labels, None, QuestionsConfig(kinds=["object"], test_videos=20))
+    rows = _all(train, test)
+    _check_rules(rows)
+    assert all(v == 0 for v in m["sanity"].values())
+    for key in ("hairclip", "nailpolish", "wristwatch"):
+        asked = [r for r in rows if any(_squashed(c) == key for c in r["choices"])]
+        assert asked and all(sum(_squashed(c) == key for c in r["choices"]) == 1 for r in asked), key
 
 
 def test_object_distractors_never_name_another_object_of_the_video():

@@ -1,8 +1,10 @@
-"""Text keys for comparing choices: "The Speaker", "speaker" and "speakers" are one choice.
+"""Text keys for comparing choices: "The Speaker", "speaker" and "speakers" are one choice, and so are
+"hair clip", "hair-clip" and "hairclip" (crowd-typed labels write compounds all three ways).
 
-A choice's key is its words lower-cased, with punctuation dropped, articles (a/an/the) removed and simple
-plurals made singular. Keys are only compared with each other, never shown, so a rough singular
-("glasses" -> "glass", "bus" stays "bus") is enough as long as both sides go through the same rule.
+A choice's key is its words lower-cased, with punctuation dropped, articles (a/an/the) removed, simple
+plurals made singular, and the words then joined without spaces. Keys are only compared with each other,
+never shown, so a rough singular ("glasses" -> "glass", "bus" stays "bus") is enough as long as both sides
+go through the same rule.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from itertools import accumulate
 
 BLANK = "_____"
 ARTICLES = frozenset({"a", "an", "the"})
@@ -40,18 +43,26 @@ def words(text: str) -> tuple[str, ...]:
 
 
 def normalize(text: str) -> str:
-    """The key two choices share when they mean the same thing: 'The Speakers ' -> 'speaker'."""
-    return " ".join(words(text))
+    """The key two choices share when they mean the same thing: 'The Speakers ' -> 'speaker',
+    'Nail-polish' -> 'nailpolish'."""
+    return "".join(words(text))
 
 
 def contains(outer: str | tuple[str, ...], inner: str | tuple[str, ...]) -> bool:
-    """Whether `inner`'s words appear as a contiguous run of whole words in `outer` ('small box' holds 'box',
-    'boxing' does not)."""
+    """Whether `inner` appears in `outer` as a run of whole words, spaces aside: 'small box' holds 'box',
+    'pink hairclip' holds 'hair clip', 'boxing' does not hold 'box'."""
     o = outer if isinstance(outer, tuple) else words(outer)
     i = inner if isinstance(inner, tuple) else words(inner)
     if not i:
         return False
-    return f" {' '.join(i)} " in f" {' '.join(o)} "
+    target, joined = "".join(i), "".join(o)
+    bounds = set(accumulate((len(w) for w in o), initial=0))
+    pos = joined.find(target)
+    while pos != -1:  # a match must start and end where words of `outer` do
+        if pos in bounds and pos + len(target) in bounds:
+            return True
+        pos = joined.find(target, pos + 1)
+    return False
 
 
 def overlaps(a: str | tuple[str, ...], b: str | tuple[str, ...]) -> bool:
