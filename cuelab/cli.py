@@ -6,22 +6,77 @@ that `cuelab --help` stays fast and a stage's heavy dependencies load only when 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cuelab.errors import DataError
+from cuelab.outputs import check_output_dir
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Do visual cues help a video VLM look at the right thing? Data -> cues -> train -> eval.")
 console = Console(stderr=True)
 
 
-def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
+def _fail(e: Exception | str) -> None:
+    """Bad input ends here: one line on stderr (never wrapped: scripts grep it), exit code 2."""
+    text = " ".join(str(e).splitlines())
+    console.print(f"[red]error:[/red] {escape(text)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
+
+
+def _user_errors(command):
+    """Every command runs inside this: its --out folder is checked before any work, and bad input (a DataError,
+    a file or folder that is missing, unreadable or not writable) ends as one line naming it, with exit code 2.
+    Anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def run_command(*args, **kwargs):
+        try:
+            if isinstance(kwargs.get("out"), Path):
+                check_output_dir(kwargs["out"], "--out")
+            return command(*args, **kwargs)
+        except DataError as e:
+            _fail(e)
+        except FileNotFoundError as e:  # the pipeline's "missing inputs" names no single file
+            _fail(f"{e.filename}: {e.strerror}" if e.filename else e)
+        except OSError as e:
+            if e.filename is None:  # not about a path the user gave: the machine's problem or a bug
+                raise
+            _fail(f"{e.filename}: {e.strerror}")
+
+    return run_command
+
+
+class _App(typer.Typer):
+    """A Typer whose every command is wrapped in _user_errors (so no command can forget it)."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(f):
+            register(_user_errors(f))
+            return f
+
+        return decorator
+
+
+app = _App(add_completion=False, no_args_is_help=True,
+           help="Do visual cues help a video VLM look at the right thing? Data -> cues -> train -> eval.")
+
+
+def _section(cls, **values):
+    """A config section built from command-line options; a bad value is a DataError naming the option."""
+    from pydantic import ValidationError
+
+    from cuelab.config import config_error
+
+    try:
+        return cls(**values)
+    except ValidationError as e:
+        raise config_error(e) from e
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -56,13 +111,11 @@ def synth(out: Path = typer.Option(..., help="output folder"),
     from cuelab.config import SyntheticConfig
     from cuelab.data.synthetic import generate
 
-    cfg = SyntheticConfig(videos=videos, seed=seed, width=width, height=height, fps=fps, gaps=gaps,
-                          min_objects=min_objects, max_objects=max_objects,
-                          single_object_fraction=single_object_fraction)
-    try:
-        summary = generate(cfg, out, workers=workers)
-    except DataError as e:
-        _fail(e)
+    cfg = _section(SyntheticConfig, videos=videos, seed=seed, width=width, height=height, fps=fps, gaps=gaps,
+                   min_objects=min_objects, max_objects=max_objects, single_object_fraction=single_object_fraction)
+    if workers < 1:
+        raise DataError(f"must be at least 1, got {workers}", field="--workers")
+    summary = generate(cfg, out, workers=workers)
     console.print(f"wrote {summary['videos']} videos, {summary['templates']} templates, "
                   f"{summary['object_names']} object names to {out}")
 
@@ -73,10 +126,7 @@ def inspect(labels: Optional[Path] = typer.Option(None), annotations: Optional[P
     """Load labels / annotations / videos through the readers and report what they hold."""
     from cuelab.data.inspect import inspect_dataset
 
-    try:
-        report = inspect_dataset(labels, annotations, videos)
-    except DataError as e:
-        _fail(e)
+    report = inspect_dataset(labels, annotations, videos)
     import json
 
     typer.echo(json.dumps(report, indent=1))
@@ -102,30 +152,27 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
     """Multiple-choice questions (object, verb, cue-referential), split by video; or convert the first study's."""
     from cuelab.config import QuestionsConfig
     from cuelab.data.questions import build_questions, read_inputs, write_questions
+    from cuelab.data.skipped import skipped_summary
 
-    try:
-        if from_first_study is not None:
-            from cuelab.data.first_study import convert_first_study
+    if from_first_study is not None:
+        from cuelab.data.first_study import convert_first_study
 
-            rows, manifest = convert_first_study(from_first_study)
-            manifest = write_questions(out, [], rows, manifest)
-            console.print(f"converted {len(rows)} questions to {out}/test.jsonl; flags {manifest['flags']}; "
-                          f"skipped {manifest['dropped']['records']} records")
-            return
-        if labels is None:
-            raise typer.BadParameter("--labels is needed (or --from-first-study)")
-        given = {"videos": videos, "test_videos": test_videos, "seed": seed, "kinds": _csv(kinds),
-                 "max_placeholder_chars": max_placeholder_chars, "require_boxes": require_boxes,
-                 "single_verb_templates": single_verb_templates, "verb_shape": verb_shape}
-        try:
-            cfg = QuestionsConfig(**{k: v for k, v in given.items() if v is not None})
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from e
-        entries, tracks, inputs = read_inputs(labels, annotations)
-        train, test, manifest = build_questions(entries, tracks, cfg)
-        manifest = write_questions(out, train, test, {**manifest, "inputs": inputs})
-    except DataError as e:
-        _fail(e)
+        rows, manifest = convert_first_study(from_first_study)
+        manifest = write_questions(out, [], rows, manifest)
+        console.print(f"converted {len(rows)} questions to {out}/test.jsonl; flags {manifest['flags']}; "
+                      f"skipped {manifest['dropped']['records']} records")
+        return
+    if labels is None:
+        raise typer.BadParameter("--labels is needed (or --from-first-study)")
+    given = {"videos": videos, "test_videos": test_videos, "seed": seed, "kinds": _csv(kinds),
+             "max_placeholder_chars": max_placeholder_chars, "require_boxes": require_boxes,
+             "single_verb_templates": single_verb_templates, "verb_shape": verb_shape}
+    cfg = _section(QuestionsConfig, **{k: v for k, v in given.items() if v is not None})
+    entries, tracks, inputs = read_inputs(labels, annotations)
+    train, test, manifest = build_questions(entries, tracks, cfg)
+    manifest = write_questions(out, train, test, {**manifest, "inputs": inputs})
+    for line in skipped_summary(manifest):
+        console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True, highlight=False)
     s = manifest["sanity"]
     console.print(f"wrote {len(train)} train / {len(test)} test questions to {out} "
                   f"({manifest['videos']['train']} / {manifest['videos']['test']} videos); "
@@ -182,12 +229,9 @@ def preview(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp
     """A GIF and a PNG contact sheet of one video under every cue, side by side."""
     from cuelab.video.preview import make_preview
 
-    try:
-        ann = _load_tracks(annotations)
-        gif, png = make_preview(videos, ann.videos, video_id, _csv(cues), out, n_times=frames,
-                                include_hand=include_hand)
-    except DataError as e:
-        _fail(e)
+    ann = _load_tracks(annotations)
+    gif, png = make_preview(videos, ann.videos, video_id, _csv(cues), out, n_times=frames,
+                            include_hand=include_hand)
     console.print(f"wrote {gif} and {png}")
 
 
@@ -246,17 +290,15 @@ def train(config: Path = typer.Argument(..., help="experiment YAML"),
     from cuelab.config import load_config
     from cuelab.model.train import train as run_train
 
-    try:
-        cfg = load_config(config, set_)
-        tc = getattr(cfg, section, None) if section in ("train", "pretrain") else None
-        if tc is None:
-            raise DataError(f"config section {section!r} is not set", file=str(config), field=section)
-        root = Path(cfg.output_dir)
-        name = "pretrained" if section == "pretrain" else "finetuned"
-        summary = run_train(cfg, questions or root / "questions" / "train.jsonl", videos or root / "videos",
-                            out or root / "models" / name, base_model=base_model, resume=resume, train_cfg=tc)
-    except DataError as e:
-        _fail(e)
+    cfg = load_config(config, set_)
+    tc = getattr(cfg, section, None) if section in ("train", "pretrain") else None
+    if tc is None:
+        raise DataError(f"config section {section!r} is not set", file=str(config), field=section)
+    root = Path(cfg.output_dir)
+    name = "pretrained" if section == "pretrain" else "finetuned"
+    out = check_output_dir(out or root / "models" / name, "--out")
+    summary = run_train(cfg, questions or root / "questions" / "train.jsonl", videos or root / "videos",
+                        out, base_model=base_model, resume=resume, train_cfg=tc)
     console.print(f"trained {summary['steps']} steps ({summary['samples']} samples, {summary['seconds']:.0f} s), "
                   f"final loss {summary['final_loss']:.4f}: {summary['final']}")
 
@@ -269,10 +311,7 @@ def merge(model: str = typer.Option(..., help="base model: hub id or folder"),
     """Fold a LoRA adapter into its base model and save a plain model folder."""
     from cuelab.model.merge import merge_adapter
 
-    try:
-        merge_adapter(model, adapter, out, dtype=dtype)
-    except DataError as e:
-        _fail(e)
+    merge_adapter(model, adapter, out, dtype=dtype)
     console.print(f"wrote the merged model to {out}")
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -307,13 +346,10 @@ def eval_(model: str = typer.Option(..., help="hub id or folder of the (base) mo
     overrides = list(set_) + ([f"eval.rule={rule}"] if rule else [])
     if videos is None and [c for c in (_csv(conditions) or ["plain"]) if c != "blind"]:
         raise typer.BadParameter("--videos is needed unless --conditions blind")
-    try:
-        cfg = load_config(config, overrides)
-        summary = evaluate(cfg, model, adapter, model_name, questions, videos, out, _csv(conditions), blind, hint,
-                           base_name=base_name, backend=backend, shard=_shard(shard), vllm_server=vllm_server,
-                           device=device, limit=limit)
-    except DataError as e:
-        _fail(e)
+    cfg = load_config(config, overrides)
+    summary = evaluate(cfg, model, adapter, model_name, questions, videos, out, _csv(conditions), blind, hint,
+                       base_name=base_name, backend=backend, shard=_shard(shard), vllm_server=vllm_server,
+                       device=device, limit=limit)
     console.print(f"scored {summary['scored']} (failed {summary['failed']}, already there {summary['already']}) "
                   f"in {summary['seconds']} s")
     typer.echo(format_table(summary["results"]))
@@ -327,11 +363,8 @@ def results(predictions: Path = typer.Option(..., help="folder of <model>__<cond
     from cuelab.evaluate.metrics import format_table, write_results
 
     if not predictions.is_dir():
-        _fail(DataError("predictions folder not found", file=str(predictions)))
-    try:
-        payload = write_results(predictions, out)
-    except DataError as e:
-        _fail(e)
+        raise DataError("predictions folder not found", file=str(predictions))
+    payload = write_results(predictions, out)
     typer.echo(format_table(payload))
     console.print(f"wrote {out}/results.json and {out}/results.csv")
 
@@ -364,13 +397,10 @@ def attention(model: str = typer.Option(..., help="hub id or folder of the model
         overrides.append(f"attention.n={n}")
     if per_head:
         overrides.append("attention.per_head=true")
-    try:
-        cfg = load_config(config, overrides)
-        name = model_name or ("finetuned" if adapter else "pretrained")
-        spec = ModelSpec(name, model, str(adapter) if adapter else None)
-        results = run_attention(cfg, [spec], questions, videos, annotations, out, device=device)
-    except DataError as e:
-        _fail(e)
+    cfg = load_config(config, overrides)
+    name = model_name or ("finetuned" if adapter else "pretrained")
+    spec = ModelSpec(name, model, str(adapter) if adapter else None)
+    results = run_attention(cfg, [spec], questions, videos, annotations, out, device=device)
     mean = [r for r in results["rows"] if r["layer"] == "mean" and r["model"] == name]
     for r in mean:
         console.print(f"{name}/{r['condition']}: lift {r['lift']} (sinks out {r['lift_ns']}), n={r['lift_n']}")
@@ -387,23 +417,34 @@ def run(config: Path = typer.Argument(..., help="experiment YAML"),
         force: bool = typer.Option(False, help="redo stages even when their outputs exist")):
     """Run the pipeline from a config: each stage is skipped when its outputs exist for the same config."""
     from cuelab.config import load_config
-    from cuelab.pipeline import check, run_pipeline
+    from cuelab.pipeline import check
 
-    try:
-        cfg = load_config(config, set_)
-    except DataError as e:
-        _fail(e)
+    cfg = load_config(config, set_)
     if check_only:
         missing = check(cfg)
         for m in missing:
-            console.print(f"[red]missing[/red] {m}")
+            console.print(f"[red]missing[/red] {escape(str(m))}", soft_wrap=True, highlight=False)
+        try:
+            check_output_dir(cfg.output_dir, "output_dir")
+        except DataError as e:
+            missing.append(e)
+            console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True, highlight=False)
         if missing:
             raise typer.Exit(code=1)
         console.print(f"{config}: valid, every input present")
         return
+    _run_pipeline(cfg, _csv(stages), force=force)
+
+
+def _run_pipeline(cfg, stages: list[str] | None = None, force: bool = False) -> None:
+    """`run` and `demo` alike: the output folder checked first; a stage's ValueError is reported as bad input
+    (unknown synthetic templates, a vocabulary smaller than the tokenizer)."""
+    from cuelab.pipeline import run_pipeline
+
+    check_output_dir(cfg.output_dir, "output_dir")
     try:
-        run_pipeline(cfg, _csv(stages), force=force)
-    except (DataError, FileNotFoundError, ValueError) as e:
+        run_pipeline(cfg, stages, force=force)
+    except ValueError as e:
         _fail(e)
 
 
@@ -416,10 +457,8 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (holding confi
     from cuelab.pipeline import RunPaths
     from cuelab.report.build import build_report
 
-    try:
-        cfg = load_config(run_dir / "config.yaml", set_ + [f"output_dir={run_dir}"])
-    except DataError as e:
-        _fail(e)
+    cfg = load_config(run_dir / "config.yaml", set_ + [f"output_dir={run_dir}"])
+    check_output_dir(run_dir, "run_dir")
     paths = RunPaths(run_dir)
     if paths.predictions.exists():
         typer.echo(format_table(write_results(paths.predictions, paths.root)))
@@ -436,13 +475,12 @@ def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test
          set_: list[str] = typer.Option([], "--set", help="override a config field")):
     """The embedded default: synthetic data and a tiny Qwen3-VL, end to end on a CPU (configs/demo.yaml)."""
     from cuelab.config import load_config
-    from cuelab.pipeline import run_pipeline
 
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / ("demo-quick.yaml" if quick else "demo.yaml")
     overrides = list(set_) + ([f"output_dir={out}"] if out else []) + (
         ["pretrain.from_checkpoint=null"] if from_scratch else [])
     cfg = load_config(cfg_path, overrides)
-    run_pipeline(cfg)
+    _run_pipeline(cfg)
     console.print(f"[green]demo finished[/green]: {cfg.output_dir}")
 
 
