@@ -85,11 +85,15 @@ def stage_data(cfg: ExperimentConfig, paths: RunPaths) -> dict:
 def stage_questions(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     from cuelab.data.questions import build_questions, read_inputs, write_questions
 
-    labels, annotations, _ = dataset_files(cfg, paths)
-    entries, tracks, report = read_inputs(labels, annotations)
+    labels, annotations, videos = dataset_files(cfg, paths)
+    entries, tracks, report = read_inputs(labels, annotations, videos)  # boxes clipped to each video's frame
     train, test, manifest = build_questions(entries, tracks, cfg.questions)
     manifest["inputs"] = report
     manifest = write_questions(paths.questions, train, test, manifest)
+    from cuelab.data.skipped import skipped_summary
+
+    for line in skipped_summary(manifest):
+        console.print(line)
     return {"train": len(train), "test": len(test), "per_kind": manifest.get("per_kind")}
 
 
