@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cuelab.fsutil import atomic_write_bytes
+from cuelab.errors import DataError
+from cuelab.fsutil import atomic_write_bytes, safe_name
 
 
 def _png_bytes(fig) -> bytes:
@@ -113,6 +114,24 @@ def overlay_frames(plain: dict, cued: dict, plain_frames, cued_frames, cue: str)
     return out
 
 
+def rows_by_question(rows_dir: Path, model: str | None = None) -> dict[tuple[str, str], dict[str, Path]]:
+    """(model, question) -> {condition: rows file}, read from the names rows/<model>__<condition>__<question>.npz.
+    The names are split, never globbed with an id in the pattern (a '[' or '*' in an id would match other
+    questions' files); a name that is not three safe parts is not a rows file and is left alone."""
+    out: dict[tuple[str, str], dict[str, Path]] = {}
+    for path in sorted(rows_dir.glob("*.npz")):
+        parts = path.stem.split("__")
+        if len(parts) != 3:
+            continue
+        try:
+            m, cond, qid = (safe_name(p) for p in parts)
+        except DataError:
+            continue
+        if model is None or m == model:
+            out.setdefault((m, qid), {})[cond] = path
+    return out
+
+
 def make_overlays(attention_dir: str | Path, videos_root: str | Path, spec, model: str | None = None) -> list[Path]:
     """For every question whose rows were saved in plain and a cue condition: overlays/<model>__<question>__<cue>.gif
     (one frame per frame pair) and a .png still of the middle frame pair. Returns the GIF paths."""
@@ -122,15 +141,13 @@ def make_overlays(attention_dir: str | Path, videos_root: str | Path, spec, mode
 
     attention_dir = Path(attention_dir)
     out = []
-    for plain_path in sorted((attention_dir / "rows").glob("*__plain__*.npz")):
-        m, _, qid = plain_path.stem.split("__", 2)
-        if model is not None and m != model:
+    for (m, qid), by_cond in sorted(rows_by_question(attention_dir / "rows", model).items()):
+        if "plain" not in by_cond:
             continue
-        plain = _load(plain_path)
+        plain = _load(by_cond["plain"])
         vid = str(plain["video"])
         plain_frames = sample_frames(find_video(Path(videos_root) / "plain", vid), spec, vid)
-        for cued_path in sorted((attention_dir / "rows").glob(f"{m}__*__{qid}.npz")):
-            cue = cued_path.stem.split("__", 2)[1]
+        for cue, cued_path in sorted(by_cond.items()):
             if cue == "plain":
                 continue
             cued_frames = sample_frames(find_video(Path(videos_root) / cue, vid), spec, vid)

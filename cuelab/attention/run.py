@@ -9,7 +9,6 @@ attention_results.json / .csv (+ attention_paired.csv, attention_heads.csv), att
 from __future__ import annotations
 
 import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from cuelab.attention.measures import aggregate, aggregate_heads, paired, questi
 from cuelab.config import ExperimentConfig
 from cuelab.data.something_else import VideoTracks, load_annotations
 from cuelab.errors import DataError
-from cuelab.fsutil import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
-
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+from cuelab.fsutil import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl,
+                           safe_name)
+from cuelab.model.data import check_question_names
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,25 @@ class ModelSpec:
 
 
 def read_questions(path: str | Path) -> list[dict]:
-    return list(read_jsonl(path))
+    """The questions file, refused whole when a question's id or video cannot name a file or an id repeats
+    (both become parts of the rows and overlay file names)."""
+    out, seen = [], set()
+    for n, q in enumerate(read_jsonl(path), 1):
+        check_question_names(q, path, n)
+        if str(q["id"]) in seen:
+            raise DataError(f"line {n}: question id {q['id']!r} appears twice", file=str(path),
+                            video_id=str(q["video"]), field="id")
+        seen.add(str(q["id"]))
+        out.append(q)
+    return out
+
+
+def rows_path(out_dir: str | Path, model: str, condition: str, question_id: str) -> Path:
+    """out_dir/rows/<model>__<condition>__<question>.npz; no part may hold '__' or leave the folder."""
+    parts = (safe_name(model, what="model name", field="model"),
+             safe_name(condition, what="condition", field="condition"),
+             safe_name(str(question_id), what="question id", field="id"))
+    return Path(out_dir) / "rows" / ("__".join(parts) + ".npz")
 
 
 def select_questions(questions: list[dict], tracks: dict[str, VideoTracks], n: int, seed: int) -> list[dict]:
@@ -149,9 +166,10 @@ def run_attention(cfg: ExperimentConfig, models: list[ModelSpec], questions_path
     from cuelab.model.load import load_model
 
     out_dir, acfg = Path(out_dir), cfg.attention
-    for spec in models:
-        if not _NAME.match(spec.name):
-            raise DataError(f"model name {spec.name!r} must be letters, digits, '_', '-' or '.'", field="model")
+    for spec in models:  # names of the records, rows and overlay files: checked before any work
+        safe_name(spec.name, what="model name", field="model")
+    for cond in acfg.conditions:
+        safe_name(cond, what="condition", field="attention.conditions")
     annotations = load_annotations(annotations_path, strict=False)
     questions = select_questions(read_questions(questions_path), annotations.videos, acfg.n, cfg.seed)
     if not questions:
@@ -185,7 +203,7 @@ def run_attention(cfg: ExperimentConfig, models: list[ModelSpec], questions_path
                     continue
                 rec["model"] = spec.name
                 if q["id"] in overlay_ids:
-                    _save_rows(out_dir / "rows" / f"{spec.name}__{cond}__{q['id']}.npz", rows, frames, boxes, rec)
+                    _save_rows(rows_path(out_dir, spec.name, cond, q["id"]), rows, frames, boxes, rec)
                 append_jsonl(path, [rec])
             results = write_results(out_dir, settings)
         del model

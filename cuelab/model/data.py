@@ -17,19 +17,40 @@ from typing import Iterator
 import numpy as np
 
 from cuelab.errors import DataError
-from cuelab.fsutil import append_jsonl, read_jsonl
+from cuelab.fsutil import append_jsonl, read_jsonl, safe_name
 from cuelab.model.prompt import IGNORE_INDEX, build_inputs
 
 REQUIRED = ("id", "video", "question", "choices", "answer")
 
 
+def check_question_names(q: dict, file: str | Path, line: int | None = None) -> None:
+    """A question's id and video become parts of file names (attention rows, overlays, rendered videos), so a
+    path-like one (`/../../x`) is refused when the file is read, naming the file, the question and the field.
+    A whole file is refused rather than the question skipped: such a file was not written by `cuelab questions`."""
+    where = f"line {line}: " if line is not None else ""
+    if not isinstance(q, dict):
+        raise DataError(f"{where}a question must be a JSON object, not {type(q).__name__}", file=str(file))
+    for key in ("id", "video"):
+        if key not in q:
+            raise DataError(f"{where}question {q.get('id')!r} lacks a field", file=str(file),
+                            video_id=q.get("video"), field=key)
+        if not isinstance(q[key], (str, int)) or isinstance(q[key], bool):
+            raise DataError(f"{where}question {q['id']!r}: {key} must be text or a whole number", file=str(file),
+                            video_id=str(q.get("video")), field=key)
+    qid, vid = str(q["id"]), str(q["video"])
+    safe_name(qid, what=f"{where}question id", file=str(file), video_id=vid, field="id")
+    safe_name(vid, what=f"{where}question {qid!r}: video id", file=str(file), video_id=vid, field="video")
+
+
 def load_questions(path: str | Path) -> list[dict]:
-    """Question records from a JSONL file; a record missing a field raises DataError naming it."""
+    """Question records from a JSONL file; a record missing a field, or whose id or video cannot name a file,
+    raises DataError naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError("questions file not found", file=str(path))
     out = []
-    for q in read_jsonl(path):
+    for n, q in enumerate(read_jsonl(path), 1):
+        check_question_names(q, path, n)
         for key in REQUIRED:
             if key not in q:
                 raise DataError(f"question {q.get('id')!r} lacks a field", file=str(path),

@@ -67,6 +67,17 @@ def rel(path: Path, base: Path) -> str:
         return os.path.relpath(path.resolve(), base.resolve())
 
 
+def _code(text) -> str:
+    """Data text (an id, an error) as a Markdown code span: a name like `![x](../../secret)` stays text."""
+    return "`" + str(text).replace("`", "'").replace("\n", " ") + "`"
+
+
+def _image(alt: str, path: Path, base: Path) -> str:
+    """An image link whose target may hold any character a safe file name may (spaces, parentheses)."""
+    alt = alt.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+    return f"![{alt}](<{rel(path, base)}>)"
+
+
 # --- sections --------------------------------------------------------------------------------------------------
 
 def _ci(acc, lo, hi) -> str:
@@ -126,13 +137,13 @@ def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
            "Each video is rendered once per condition through the same decode -> encode path "
            "(libx264, crf %d); a contact sheet and an animation per video:" % cfg.render.crf, ""]
     for vid in vids:
-        try:
+        try:  # make_preview refuses a video id that cannot name a file (see safe_name)
             gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg, "test"), fig_dir / "previews")
         except Exception as e:  # a preview is decoration: report it, keep the report
-            out.append(f"(preview of video {vid} failed: {e})")
+            out += [f"(preview of video {_code(vid)} failed: {_code(e)})", ""]
             continue
-        out += [f"![contact sheet of video {vid}]({rel(png, paths.report)})", "",
-                f"![animation of video {vid}]({rel(gif, paths.report)})", ""]
+        out += [_image(f"contact sheet of video {vid}", png, paths.report), "",
+                _image(f"animation of video {vid}", gif, paths.report), ""]
     return out
 
 
@@ -291,7 +302,7 @@ def section_attention(cfg, paths) -> list[str]:
     overlays = sorted((paths.attention / "overlays").glob("*.gif"))[:4]
     if overlays:
         out += ["Attention overlays (plain beside cued; the object's box outlined):", ""]
-        out += [f"![{p.stem}]({rel(p, paths.report)})" for p in overlays] + [""]
+        out += [_image(p.stem, p, paths.report) for p in overlays] + [""]
     return out
 
 
@@ -302,7 +313,7 @@ def section_problems(paths) -> list[str]:
             rows = list(read_jsonl(path, skip_partial=True))
             if rows:
                 out.append(f"- {name}: {len(rows)} skipped (see `{rel(path, paths.root)}`), e.g. "
-                           f"{rows[0].get('video_id')}: {rows[0].get('reason')}")
+                           f"{_code(rows[0].get('video_id'))}: {_code(rows[0].get('reason'))}")
     return (["## Skipped inputs", ""] + out + [""]) if out else []
 
 
