@@ -8,13 +8,11 @@ here (the vLLM worker imports it from its own venv).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from cuelab.errors import DataError
-from cuelab.fsutil import append_jsonl, read_jsonl
+from cuelab.fsutil import append_jsonl, read_jsonl, safe_name
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 BLIND = "blind"
 
 
@@ -24,15 +22,9 @@ def condition_name(condition: str, blind: bool = False, hint: bool = False) -> s
     return f"{name}+hint" if hint else name
 
 
-def _check_name(name: str, what: str) -> str:
-    if not _NAME_RE.match(name) or "__" in name:
-        raise DataError(f"{what} {name!r} must be letters, digits, '.', '_', '+', '-' (no '__')", field=what)
-    return name
-
-
 def predictions_path(out_dir: str | Path, model: str, condition: str, shard: tuple[int, int] = (0, 1)) -> Path:
     """out_dir/predictions/<model>__<condition>.jsonl (with `.shard<i>of<n>` before .jsonl for a shard)."""
-    stem = f"{_check_name(model, 'model')}__{_check_name(condition, 'condition')}"
+    stem = f"{safe_name(model, what='model', field='model')}__{safe_name(condition, what='condition')}"
     i, n = shard
     if n > 1:
         stem += f".shard{i}of{n}"

@@ -26,6 +26,7 @@ from cuelab.errors import DataError
 from cuelab.evaluate.predictions import (BLIND, PredictionFile, condition_name, predictions_path, prompt_ids_sha,
                                          record)
 from cuelab.fsutil import read_jsonl
+from cuelab.model.data import check_question_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,9 +57,7 @@ def load_questions(path: str | Path) -> list[dict]:
         raise DataError("questions file not found", file=str(path))
     out, seen = [], set()
     for n, q in enumerate(read_jsonl(path), 1):
-        for key in ("id", "video"):
-            if key not in q:
-                raise DataError(f"question on line {n} lacks a field", file=str(path), field=key)
+        check_question_names(q, path, n)  # id and video name files: a path-like one is refused here
         if q["id"] in seen:
             raise DataError(f"question id {q['id']!r} appears twice", file=str(path), video_id=q["video"],
                             field="id")
