@@ -197,8 +197,10 @@ def render(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4
            workers: int = typer.Option(2, help="processes"),
            shard: Optional[str] = typer.Option(None, help="i/n: render every n-th video from the i-th"),
            crf: int = typer.Option(18, help="libx264 quality (lower is better)"),
-           include_hand: bool = typer.Option(False, "--include-hand", help="cue the hand too")):
-    """Render every video under each cue (resumable; failures go to <out>/errors.jsonl)."""
+           include_hand: bool = typer.Option(False, "--include-hand", help="cue the hand too"),
+           force: bool = typer.Option(False, "--force", help="re-render every output, up to date or not")):
+    """Render every video under each cue (resumable: an output is re-rendered when its source video, boxes, cue
+    or codec settings changed; failures go to <out>/errors.jsonl). One run per output folder (and shard)."""
     from cuelab.fsutil import append_jsonl
     from cuelab.video.render import render_videos
 
@@ -209,11 +211,14 @@ def render(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4
                           f"(see {out / 'errors.jsonl'})")
             append_jsonl(out / "errors.jsonl", [{**e.as_record(), "cue": None} for e in ann.errors])
         summary = render_videos(videos, ann.videos, _csv(cues) or [], out, workers=workers, shard=_shard(shard),
-                                crf=crf, include_hand=include_hand)
+                                crf=crf, include_hand=include_hand, force=force)
     except DataError as e:
         _fail(e)
-    console.print(f"rendered {summary['rendered']}, skipped {summary['skipped']} (already there), "
-                  f"failed {summary['failed']} in {summary['seconds']:.1f} s -> {out}")
+    again = [f"{summary[k]} {k}" for k in ("stale", "forced") if summary[k]]
+    unverified = f", kept {summary['unverified']} (source video missing)" if summary["unverified"] else ""
+    console.print(f"rendered {summary['rendered']}" + (f" ({', '.join(again)}: re-rendered)" if again else "")
+                  + f", skipped {summary['skipped']} (up to date){unverified}, failed {summary['failed']} "
+                  f"in {summary['seconds']:.1f} s -> {out}")
     if summary["failed"]:
         console.print(f"[yellow]failures logged in {out / 'errors.jsonl'}[/yellow]")
 

@@ -20,6 +20,7 @@ from cuelab.cli import app
 from cuelab.data.something_else import VideoTracks, load_annotations, save_annotations
 from cuelab.fsutil import read_jsonl
 from cuelab.video.io import read_video, write_video
+from cuelab.video.provenance import sidecar_path
 from cuelab.video.render import output_path, render_videos, shard_ids, summary_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,10 @@ def copy_videos(synth_dir: Path, dest: Path, n: int) -> tuple[Path, dict[str, Vi
 
 
 def outputs(out_dir: Path) -> dict[str, tuple[int, int]]:
-    """Every finished output -> (inode, mtime_ns): a file written again gets a new inode (atomic rename)."""
+    """Every finished output -> (inode, mtime_ns): a file written again gets a new inode (atomic rename).
+    Finished: the video and then its provenance sidecar are in place (a video without one is re-rendered)."""
     return {str(p.relative_to(out_dir)): (p.stat().st_ino, p.stat().st_mtime_ns)
-            for p in out_dir.glob("*/*.mp4") if not p.name.startswith(".")}
+            for p in out_dir.glob("*/*.mp4") if not p.name.startswith(".") and sidecar_path(p).is_file()}
 
 
 def temp_files(out_dir: Path) -> list[Path]:
@@ -182,8 +184,10 @@ def test_killed_render_resumes_with_every_output_complete_and_none_rendered_twic
     assert 0 < len(survived) < total, f"the kill should land midway ({len(survived)} of {total} done)"
     for rel in survived:
         assert read_video(out / rel).n_frames > 0, f"{rel} exists, so it must be complete"
+    unsealed = len([p for p in out.glob("*/*.mp4") if not p.name.startswith(".")]) - len(survived)
     s = render_videos(videos, ann, cues, out, workers=2, progress=False)
     assert (s["rendered"], s["skipped"], s["failed"]) == (total - len(survived), len(survived), 0)
+    assert s["stale"] == unsealed, "a video killed before its sidecar was written is rendered again"
     after = outputs(out)
     assert len(after) == total
     assert {k: after[k] for k in survived} == survived, "nothing finished before the kill is rendered again"

@@ -32,7 +32,9 @@ def predictions_path(out_dir: str | Path, model: str, condition: str, shard: tup
 
 
 def repair_partial_line(path: str | Path) -> bool:
-    """Cut a partial last line (a run killed mid-write) so that appends start on a fresh line."""
+    """Cut a partial last line (a run killed mid-write) so that appends start on a fresh line. evaluate opens
+    prediction files only while holding out_dir's eval lock (cuelab.locks), so the writer of that line is gone:
+    the cut never truncates a line a live run is appending."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return False

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,7 @@ from cuelab.errors import DataError
 from cuelab.evaluate.predictions import (BLIND, PredictionFile, condition_name, predictions_path, prompt_ids_sha,
                                          record)
 from cuelab.fsutil import read_jsonl
+from cuelab.locks import folder_lock
 from cuelab.model.data import check_question_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,11 +118,14 @@ def evaluate(cfg: ExperimentConfig, model_path, adapter=None, model_name: str | 
              videos_root=None, out_dir=None, conditions: list[str] | None = None, blind: bool | None = None,
              hint: bool | None = None, *, base_name: str | None = None, backend: str | None = None,
              shard: tuple[int, int] = (0, 1), vllm_server: str | None = None, device: str | None = None,
-             limit: int | None = None, write_results: bool = True, progress: bool = True) -> dict:
+             limit: int | None = None, write_results: bool = True, progress: bool = True, lock: bool = True) -> dict:
     """Score every question under every condition; append predictions; write results.json/csv in out_dir.
 
     `adapter` (a LoRA folder) is scored as `model_name` (default "finetuned", else "pretrained"); with
-    `base_name` the base model (adapter off) is scored too in the same pass, sharing vision features."""
+    `base_name` the base model (adapter off) is scored too in the same pass, sharing vision features.
+    The whole call holds out_dir's eval lock for this shard (cuelab.locks): a second evaluate into the same folder
+    raises FolderBusy before reading or writing anything, where it used to append every line a second time.
+    `lock=False` only where the caller already holds it (the vLLM venv worker, run by a locked parent)."""
     ec = cfg.eval
     backend = backend or ec.backend
     conditions = list(conditions if conditions is not None else ec.conditions)
@@ -130,18 +135,19 @@ def evaluate(cfg: ExperimentConfig, model_path, adapter=None, model_name: str | 
     if base_name and not adapter:
         raise DataError("base_name needs an adapter (the base is the model with the adapter off)", field="adapter")
     out_dir, videos_root = Path(out_dir), Path(videos_root) if videos_root is not None else None
-    if backend == "vllm" and not (vllm_server or ec.vllm_server) and not _has_vllm():
-        summary = _run_in_vllm_venv(cfg, model_path, adapter, model_name, questions_path, videos_root, out_dir,
-                                    conditions, blind, hint, base_name, shard, limit)
-    else:
-        questions = load_questions(questions_path)[:limit]
-        summary = _evaluate(cfg, backend, model_path, adapter, model_name, base_name, questions, videos_root,
-                            out_dir, variants(conditions, model_name, base_name, blind, hint), shard,
-                            vllm_server or ec.vllm_server, device, progress)
-    if write_results:
-        from cuelab.evaluate.metrics import write_results as _write
+    with folder_lock(out_dir, "eval", shard) if lock else nullcontext():
+        if backend == "vllm" and not (vllm_server or ec.vllm_server) and not _has_vllm():
+            summary = _run_in_vllm_venv(cfg, model_path, adapter, model_name, questions_path, videos_root, out_dir,
+                                        conditions, blind, hint, base_name, shard, limit)
+        else:
+            questions = load_questions(questions_path)[:limit]
+            summary = _evaluate(cfg, backend, model_path, adapter, model_name, base_name, questions, videos_root,
+                                out_dir, variants(conditions, model_name, base_name, blind, hint), shard,
+                                vllm_server or ec.vllm_server, device, progress)
+        if write_results:
+            from cuelab.evaluate.metrics import write_results as _write
 
-        summary["results"] = _write(out_dir / "predictions", out_dir)
+            summary["results"] = _write(out_dir / "predictions", out_dir)
     return summary
 
 
@@ -359,7 +365,7 @@ def _main(argv: list[str]) -> None:
     summary = evaluate(cfg, job["model_path"], job["adapter"], job["model_name"], job["questions_path"],
                        job["videos_root"], job["out_dir"], job["conditions"], job["blind"], job["hint"],
                        base_name=job["base_name"], backend="vllm", shard=tuple(job["shard"]), limit=job["limit"],
-                       write_results=False)
+                       write_results=False, lock=False)  # the parent holds out_dir's lock while this runs
     Path(job["summary_path"]).write_text(json.dumps(summary))
 
 

@@ -3,8 +3,8 @@
 Each output `<cue>/<id>.mp4` has a sidecar `<cue>/<id>.mp4.json` holding its provenance: the source video's
 identity (cuelab.digest: a file up to 64 MiB by its full sha256, a larger one by size, mtime and the sha256 of
 its first and last MiB; a JPEG-frame folder by its files' names, sizes and mtimes), the cue and its settings
-(every style attribute, so a changed default counts too), the digest of the video's box tracks (not for
-`plain`, which draws no box), the codec settings and RENDER_VERSION.
+(every style attribute, so a changed default counts too) and the digest of the video's box tracks (both not for
+`plain`, which draws nothing), the codec settings and RENDER_VERSION.
 
 A sidecar rather than one index per folder: each worker writes its own outputs' sidecars with no file shared
 between processes or between shards rendering side by side into one folder (an index would need merging and
@@ -68,9 +68,11 @@ def render_provenance(source: dict, cue_name: str, tracks: VideoTracks | None, i
                       preset: str) -> dict:
     """The provenance one output must carry to be up to date (as it reads back from JSON, to compare equal)."""
     cue = get_cue(cue_name, include_hand=include_hand)
-    return json.loads(json.dumps({"render_version": RENDER_VERSION, "source": source, "cue": cue_name, "cue_settings": cue_settings(cue),
-            "tracks": None if type(cue) is Cue else tracks_digest(tracks),  # plain draws no box
-            "codec": codec_settings(crf, preset)}))
+    draws = type(cue) is not Cue  # plain draws nothing: its boxes and style cannot change its pixels
+    return json.loads(json.dumps({
+        "render_version": RENDER_VERSION, "source": source, "cue": cue_name,
+        "cue_settings": cue_settings(cue) if draws else None, "tracks": tracks_digest(tracks) if draws else None,
+        "codec": codec_settings(crf, preset)}))
 
 
 def read_provenance(output: str | Path) -> dict | None:
