@@ -9,6 +9,7 @@ import re
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -303,6 +304,36 @@ def test_referential_questions_need_the_cue():
     assert m["dropped"]["referential"] == {"cue_colour_in_answer": 1, "fewer_than_two_objects": 1}
     obj = next(r for r in rows if r["id"] == "1004-object-1")
     assert obj["target_object"] == "1" and "blue" in obj["hint"]
+
+
+def test_object_wholly_outside_the_frame_gets_no_referential_question_and_no_hint(tmp_path):
+    from cuelab.video.io import write_video
+
+    labels = _labels()
+    ann = {"1004": _tracks("1004", ["pen", "cup"]), "1008": _tracks("1008", ["book", "plate", "towel"])}
+    for vid, obj in (("1004", "1"), ("1008", "2")):  # moved past the right edge of the 100x80 frame
+        ann[vid].tracks[obj] = {t: (x1 + 200, y1, x2 + 200, y2) for t, (x1, y1, x2, y2) in ann[vid].tracks[obj].items()}
+        write_video(tmp_path / "videos" / f"{vid}.mp4", np.zeros((2, 80, 100, 3), np.uint8), 12)
+    save_labels(tmp_path / "labels.json", labels)
+    save_annotations(tmp_path / "ann.json", ann)
+    cfg = QuestionsConfig(test_videos=1, require_boxes=True)
+    # without the videos the reader cannot know the frame: every object is asked about
+    _, unclipped, _ = read_inputs(tmp_path / "labels.json", tmp_path / "ann.json")
+    before = {r["id"] for r in _all(*build_questions(labels, unclipped, cfg)[:2]) if r["kind"] == "referential"}
+    assert {"1004-referential-1", "1008-referential-2"} <= before
+    entries, tracks, report = read_inputs(tmp_path / "labels.json", tmp_path / "ann.json", tmp_path / "videos")
+    train, test, m = build_questions(entries, tracks, cfg)
+    rows = {r["id"]: r for r in _all(train, test)}
+    _check_rules(rows.values())
+    assert {i for i, r in rows.items() if r["kind"] == "referential"} == {"1008-referential-0", "1008-referential-1"}
+    assert m["dropped"]["referential"]["fewer_than_two_objects"] == 1  # 1004 has one object left in view
+    # the object question about the unseen object neither names a cue colour nor hints at one
+    assert rows["1004-object-1"]["target_object"] is None and rows["1004-object-1"]["hint"] == ""
+    assert rows["1004-object-0"]["target_object"] == "0" and "red" in rows["1004-object-0"]["hint"]
+    assert "2" not in rows["1008-object-0"]["cue_colors"] and "2" not in rows["1008-referential-0"]["cue_colors"]
+    frames = report["frames"]
+    assert (frames["boxes_outside_frame"], frames["objects_outside_frame"]) == (6, 2)
+    assert frames["objects_outside_first"] == ["1004/1", "1008/2"] and frames["videos_without_size"] == 0
 
 
 def test_something_else_fixture_gives_referential_questions_for_multi_object_videos():

@@ -120,6 +120,71 @@ def test_boxes_outside_frame_are_clipped_and_counted():
     assert c.tracks["0"][0] == (0.0, 5.0, 50.0, 80.0) and c.tracks["1"][0] == (1.0, 1.0, 2.0, 2.0)
 
 
+def test_boxes_wholly_outside_the_frame_are_dropped_and_counted():
+    tr = parse_video("3", [
+        _entry("3/0001.jpg", [("object 0", (10, 10, 20, 20)), ("object 1", (120, 5, 150, 30)),
+                              ("object hand", (-30, 10, -5, 40))]),
+        _entry("3/0002.jpg", [("object 0", (90, 10, 130, 20)), ("object 1", (100, 79.5, 140, 90)),
+                              ("object hand", (5, 80, 15, 95))])], file="f")
+    c = tr.clipped_to(100, 80)
+    # object 1 is never inside the 100x80 frame; the hand leaves it on frame 1 and touches its edge on frame 2
+    assert c.outside == 4 and c.clipped == 1
+    assert c.objects(include_hand=True) == ["0"] and c.outside_objects == ["1", "hand"]
+    assert c.tracks["0"] == {0: (10.0, 10.0, 20.0, 20.0), 1: (90.0, 10.0, 100.0, 20.0)}
+    # clipping a clipped copy again finds nothing new but keeps the counts
+    again = c.clipped_to(100, 80)
+    assert (again.outside, again.clipped, again.outside_objects) == (4, 1, ["1", "hand"])
+
+
+def test_frame_name_of_another_video_is_rejected_naming_file_video_and_frame(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps({"123": [_entry("123/0001.jpg", [("object 0", (1, 1, 4, 4))]),
+                                     _entry("456/0002.jpg", [("object 0", (1, 1, 4, 4))])],
+                             "7": [_entry("7/0001.jpg", [("object 0", (1, 1, 4, 4))])]}))
+    with pytest.raises(DataError) as e:
+        load_annotations(p)
+    msg = str(e.value)
+    assert e.value.video_id == "123" and e.value.field == "name" and str(p) in msg and "456/0002.jpg" in msg
+    aset = load_annotations(p, strict=False)  # lenient: that video is reported, the others load
+    assert list(aset.videos) == ["7"] and aset.errors[0].video_id == "123"
+
+
+def test_frame_size_from_the_header_of_each_video_kind(tmp_path):
+    from cuelab.data.frame_size import frame_size
+    from cuelab.video.io import write_video
+
+    write_video(tmp_path / "5.mp4", np.zeros((3, 48, 64, 3), np.uint8), 12)
+    assert frame_size(tmp_path, "5") == (64, 48)
+    assert frame_size(fixture_path("something-else", "frames"), "13201") == (320, 240)
+    webm = fixture_path("ssv2", "166766.webm")
+    assert frame_size(webm.parent, "166766") == (427, 240)
+    (tmp_path / "6.webm").write_bytes(b"not a video")
+    for vid in ("6", "404"):
+        with pytest.raises(DataError) as e:
+            frame_size(tmp_path, vid)
+        assert e.value.video_id == vid and str(tmp_path) in str(e.value)
+
+
+def test_inspect_counts_boxes_clipped_and_wholly_outside_on_the_real_fixture_and_on_bad_boxes(tmp_path):
+    ann = fixture_path("something-else", "annotations.json")
+    frames = fixture_path("something-else", "frames")
+    report = inspect_dataset(None, ann, frames)
+    # the real boxes all lie inside their frames; three of video 2 end a rounding error past its right edge
+    assert report["annotations"]["outside_frame"] == {"boxes_clipped": 3, "boxes_outside_frame": 0, "objects": []}
+    assert report["frame_counts"]["2"]["boxes_clipped"] == 3
+    # the same video with one object moved wholly off its 427x240 frame
+    raw = json.loads(ann.read_text())["2"]
+    for entry in raw:
+        for lab in entry["labels"]:
+            if lab["gt_annotation"] == "object 0":
+                lab["box2d"] = {k: v + 500 if k.startswith("x") else v for k, v in lab["box2d"].items()}
+    (tmp_path / "a.json").write_text(json.dumps({"2": raw}))
+    report = inspect_dataset(None, tmp_path / "a.json", frames)
+    moved = sum(1 for e in raw for lab in e["labels"] if lab["gt_annotation"] == "object 0")
+    assert report["annotations"]["outside_frame"]["boxes_outside_frame"] == moved > 0
+    assert report["annotations"]["outside_frame"]["objects"] == ["2/0"]
+
+
 @pytest.mark.parametrize("vid,name", [("../etc", "x/0001.jpg"), ("5", "../../etc/0001.jpg"),
                                       ("5", "/etc/0001.jpg"), ("/abs", "abs/0001.jpg")])
 def test_paths_that_leave_the_data_folder_are_refused(tmp_path, vid, name):

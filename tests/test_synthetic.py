@@ -115,3 +115,22 @@ def test_motion_and_object_scale_make_the_action_larger():
     _, size2 = measure(object_scale=1.5)
     assert swing2 > 1.8 * swing1 and swing1 > 10  # a shake the 2 fps sampling still sees
     assert 1.4 * size1 < size2 < 1.6 * size1
+
+
+def test_objects_and_hand_that_leave_the_frame_get_no_box_there(tmp_path):
+    # shakes eight times the default amplitude swing objects off the 160x120 frame, and a hand pushing
+    # something closer from the frame's edge starts outside it
+    cfg = SyntheticConfig(videos=24, seed=1, motion_scale=8.0, templates=["shaking", "pushing_closer", "rolling_closer"])
+    generate(cfg, tmp_path)
+    raw = json.loads((tmp_path / "annotations.json").read_text())
+    boxes = [(vid, e["name"], lab["gt_annotation"], lab["box2d"]) for vid, entries in raw.items()
+             for e in entries for lab in e["labels"]]
+    assert len(boxes) > 1000
+    for vid, name, obj, b in boxes:
+        assert b["x2"] > b["x1"] and b["y2"] > b["y1"], (name, obj, b)
+        assert 0 <= b["x1"] < 160 and 0 <= b["y1"] < 120 and 0 < b["x2"] <= 160 and 0 < b["y2"] <= 120, (name, obj, b)
+    # objects did leave the frame: the acted-on object is drawn on every frame, yet some frames have no box for it
+    ann = load_annotations(tmp_path / "annotations.json").videos
+    missing = sum(read_video(find_video(tmp_path / "videos", vid)).n_frames - len(tr.tracks.get("0", {}))
+                  for vid, tr in ann.items())
+    assert missing > 0

@@ -1,5 +1,6 @@
 """Load a dataset through the readers and report what it holds: how many label entries and annotated videos,
-annotation vs video frame counts, which labelled videos have boxes, and what could not be read."""
+annotation vs video frame counts, boxes clipped to the frame or wholly outside it, which labelled videos have
+boxes, and what could not be read."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from cuelab.video.io import find_video, read_video
 
 
 def frame_counts(annotations_path: Path, videos_dir: Path) -> dict:
-    """Per annotated video: annotation entries, last annotated frame, decoded video frames, gaps."""
+    """Per annotated video: annotation entries, last annotated frame, decoded video frames, gaps, and the boxes
+    clipped to the frame or wholly outside it (with the objects that have no box inside it)."""
     ann = load_annotations(annotations_path, strict=False)
     rows: dict[str, dict] = {}
     for vid, tr in ann.videos.items():
@@ -25,6 +27,9 @@ def frame_counts(annotations_path: Path, videos_dir: Path) -> dict:
             row["video_frames"] = video.n_frames
             row["size"] = [video.width, video.height]
             row["annotations_beyond_video"] = max(0, tr.last_frame + 1 - video.n_frames)
+            inside = tr.clipped_to(video.width, video.height)
+            row.update(boxes_clipped=inside.clipped, boxes_outside_frame=inside.outside,
+                       objects_outside_frame=inside.outside_objects)
         except DataError as e:
             row["video_error"] = str(e)
         rows[vid] = row
@@ -44,5 +49,10 @@ def inspect_dataset(labels: Path | None, annotations: Path | None, videos: Path 
                                  "with_label": sorted(v for v in ann.videos if v in ids),
                                  "errors": [e.as_record() for e in ann.errors]}
         if videos:
-            report["frame_counts"] = frame_counts(annotations, videos)["videos"]
+            rows = frame_counts(annotations, videos)["videos"]
+            report["frame_counts"] = rows
+            report["annotations"]["outside_frame"] = {
+                k: sum(r.get(k, 0) for r in rows.values()) for k in ("boxes_clipped", "boxes_outside_frame")}
+            report["annotations"]["outside_frame"]["objects"] = [
+                f"{vid}/{o}" for vid, r in rows.items() for o in r.get("objects_outside_frame", [])]
     return report

@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cuelab.config import QuestionsConfig
+from cuelab.data.frame_size import clip_to_frames
 from cuelab.data.normalize import BLANK, clean_placeholder, contains, in_question, noise_reason, normalize, overlaps, words
 from cuelab.data.something_else import VideoTracks, load_annotations, object_slot
 from cuelab.data.split import N_CHOICES, place_answers, sanity_counts, sha256_bytes, split_videos, stable_int, summarize
@@ -445,9 +446,11 @@ def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks
     return train, test, manifest
 
 
-def read_inputs(labels_path: str | Path, annotations_path: str | Path | None = None
-                ) -> tuple[list[LabelEntry], dict[str, VideoTracks] | None, dict]:
+def read_inputs(labels_path: str | Path, annotations_path: str | Path | None = None,
+                videos_dir: str | Path | None = None) -> tuple[list[LabelEntry], dict[str, VideoTracks] | None, dict]:
     """Labels (+ annotations) for `build_questions`; a bad entry or video is reported and skipped, not fatal.
+    With `videos_dir`, the boxes of the labelled videos are clipped to their frames (see cuelab.data.frame_size):
+    an object wholly outside the frame gets no referential question and no hint.
     Returns (labels, annotations or None, a report for the manifest)."""
     labels_path = Path(labels_path)
     data = load_json(labels_path)
@@ -468,6 +471,8 @@ def read_inputs(labels_path: str | Path, annotations_path: str | Path | None = N
         report["annotations"] = str(annotations_path)
         report["annotation_errors"] = len(aset.errors)
         report["errors"] += [e.as_record() for e in aset.errors[:50]]
+        if videos_dir is not None:
+            annotations, report["frames"] = clip_to_frames(annotations, videos_dir, {e.id for e in labels})
     return labels, annotations, report
 
 

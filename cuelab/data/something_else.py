@@ -65,7 +65,9 @@ class VideoTracks:
     categories: dict[str, str] = field(default_factory=dict)
     placeholders: list[str] = field(default_factory=list)
     n_entries: int = 0
-    clipped: int = 0
+    clipped: int = 0  # boxes clipped to the frame (see clipped_to)
+    outside: int = 0  # boxes dropped for having no area inside the frame
+    outside_objects: list[str] = field(default_factory=list)  # objects dropped for having no box left
 
     @property
     def object_ids(self) -> list[str]:
@@ -92,18 +94,26 @@ class VideoTracks:
         return Boxes(np.array([self.tracks[o][t] for o in ids], np.float32), ids)
 
     def clipped_to(self, width: int, height: int) -> "VideoTracks":
-        """A copy with every box clipped to the frame; `clipped` counts the boxes that changed."""
-        n = 0
+        """A copy with every box clipped to the frame. A box with no area inside the frame shows nothing of its
+        object and is dropped, as Something-Else leaves out an object that has left the frame; an object left
+        with no box is dropped too. `clipped` counts the boxes that changed, `outside` those dropped."""
+        clipped = outside = 0
         out: dict[str, dict[int, tuple]] = {}
         for o, boxes in self.tracks.items():
-            out[o] = {}
+            kept = {}
             for t, (x1, y1, x2, y2) in boxes.items():
                 c = (min(max(x1, 0.0), width), min(max(y1, 0.0), height),
                      min(max(x2, 0.0), width), min(max(y2, 0.0), height))
-                n += c != (x1, y1, x2, y2)
-                out[o][t] = c
+                if c[2] <= c[0] or c[3] <= c[1]:
+                    outside += 1
+                    continue
+                clipped += c != (x1, y1, x2, y2)
+                kept[t] = c
+            if kept:
+                out[o] = kept
         return VideoTracks(self.video_id, out, dict(self.categories), list(self.placeholders), self.n_entries,
-                           self.clipped + n)
+                           self.clipped + clipped, self.outside + outside,
+                           self.outside_objects + [o for o in self.tracks if o not in out])
 
 
 @dataclass
@@ -145,6 +155,9 @@ def parse_video(video_id: str, entries: object, *, file: str, root: Path | None 
             raise DataError(f"name {name!r} is not '<video id>/<frame number>.jpg'", file=file, video_id=vid,
                             field="name")
         t = int(m.group("num")) - 1
+        if m.group("dir") != vid:  # a frame of another video: its boxes would be drawn on the wrong clip
+            raise DataError(f"frame {name!r} belongs to video {m.group('dir')!r}, not to {vid!r}", file=file,
+                            video_id=vid, field="name")
         if t < 0:
             raise DataError(f"frame number in {name!r} must start at 1", file=file, video_id=vid, field="name")
         if "gt_placeholders" in entry and not placeholders:

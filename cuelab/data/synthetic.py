@@ -303,6 +303,7 @@ def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> t
     entry = LabelEntry(id=vid, label=label.lower(), template=tpl.text, placeholders=placeholders)
     vt = VideoTracks(vid, tracks, {**{str(k): n for k, n in enumerate(slot_names)}, HAND: HAND},
                      placeholders, n_entries=n_frames)
+    # an object or the hand that has left the frame gets no box on that frame, as in Something-Else
     vt = vt.clipped_to(w, h)
     gaps: set[int] = set()
     if cfg.gaps > 0:
