@@ -5,6 +5,8 @@ every test (fixtures, the vLLM venv, Chromium); a user's plain `make test` skips
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,4 +60,15 @@ def synth_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth")
     generate(SyntheticConfig(videos=24, seed=3, gaps=0.1), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_quick_run(tmp_path_factory) -> Path:
+    """The folder of one `cuelab demo --quick` run (about a minute), made once per test session and shared:
+    tests read it and write their own outputs elsewhere."""
+    out = tmp_path_factory.mktemp("demo-quick") / "run"
+    proc = subprocess.run([sys.executable, "-m", "cuelab.cli", "demo", "--quick", "--out", str(out)], cwd=ROOT,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     return out

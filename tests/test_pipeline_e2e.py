@@ -1,4 +1,5 @@
-"""Stage tests: the whole pipeline on tiny settings, a kill and rerun, and `cuelab demo --quick`."""
+"""Stage tests: the whole pipeline on tiny settings, a kill and rerun, and `cuelab demo --quick` (twice: the same
+results)."""
 
 from __future__ import annotations
 
@@ -66,11 +67,29 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_quick_end_to_end(tmp_path):
-    out = tmp_path / "demo"
+def test_demo_quick_end_to_end(demo_quick_run):
+    results = _check_run(demo_quick_run)
+    conds = {r["condition"] for r in results["accuracy"]}
+    assert {"plain", "box", "trajectory", "blind"} <= conds
+
+
+def _predictions(out: Path) -> dict:
+    """Every prediction row of a run by (file, question id), timing fields left out."""
+    rows = {}
+    for f in sorted((out / "predictions").glob("*.jsonl")):
+        for r in read_jsonl(f):
+            rows[f.name, r["question_id"]] = {k: v for k, v in r.items() if "second" not in k and "time" not in k}
+    return rows
+
+
+@pytest.mark.slow
+def test_a_whole_run_twice_gives_the_same_results(demo_quick_run, tmp_path):
+    """The same config in another folder: the same results.json and the same scores for every question."""
+    out = tmp_path / "again"
     proc = _cuelab("demo", "--quick", "--out", str(out))
     log, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, log
-    results = _check_run(out)
-    conds = {r["condition"] for r in results["accuracy"]}
-    assert {"plain", "box", "trajectory", "blind"} <= conds
+    results = json.loads((demo_quick_run / "results.json").read_text())
+    assert json.loads((out / "results.json").read_text()) == results
+    first, again = _predictions(demo_quick_run), _predictions(out)
+    assert len(first) == results["questions"] > 0 and first == again

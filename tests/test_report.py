@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 
@@ -49,6 +51,75 @@ def test_report_tables_hold_the_results(tmp_path):
     assert 'src="figures/' not in page  # every image embedded: the page stands alone
 
 
+def _md_tables(md: str) -> dict[str, list[dict]]:
+    """Every markdown table of the report under the line (bold model name or heading) it follows."""
+    tables, title, header = {}, None, None
+    for line in md.splitlines():
+        if line.startswith("|") and title is not None:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+                tables[title] = []
+            elif not set(line) <= set("|-"):
+                tables[title].append(dict(zip(header, cells)))
+        else:
+            header = None
+            if line.startswith(("**", "#")):
+                title = line.strip().strip("*#").strip()
+    return tables
+
+
+def _pct(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"[-+]?\d+\.\d", text)]
+
+
+def _close(shown: float, value: float) -> bool:
+    """A percentage shown with one decimal is the value to within half of that decimal."""
+    return abs(shown - 100 * value) <= 0.05 + 1e-9
+
+
+def _assert_report_matches_results(md: str, results: dict) -> None:
+    """Each accuracy, interval, count and paired comparison in report.md is results.json's, to the digit shown."""
+    tables = _md_tables(md)
+    cells = 0
+    for r in results["accuracy"]:
+        row = next(x for x in tables[r["model"].capitalize()] if x["condition"] == r["condition"])
+        acc, lo, hi = _pct(row[f"{r['kind']} % [95% CI]"])
+        assert _close(acc, r["accuracy"]) and _close(lo, r["ci_low"]) and _close(hi, r["ci_high"]), (r, row)
+        if r["kind"] == "all":
+            assert (int(row["n"]), int(row["failed"])) == (r["n"], r["failed"]), (r, row)
+        cells += 1
+    shown = sum(len([k for k in row if k.endswith("% [95% CI]") and row[k]])
+                for m in {r["model"] for r in results["accuracy"]} for row in tables[m.capitalize()])
+    assert cells == shown > 0  # nothing in the tables that results.json does not hold
+    paired = {(x["A"], x["B"]): x for x in tables["Paired comparisons (same questions)"]}
+    comps = [c for c in results["comparisons"] if c["kind"] == "all"]
+    assert len(paired) == len(comps) > 0
+    for c in comps:
+        row = paired[f"{c['model']} {c['condition']}", f"{c['vs_model']} {c['vs_condition']}"]
+        assert _close(_pct(row["A - B (points)"])[0], c["diff"]), (c, row)
+        if c["ci_low"] is not None:
+            lo, hi = _pct(row["95% CI (clustered by video)"])
+            assert _close(lo, c["ci_low"]) and _close(hi, c["ci_high"]), (c, row)
+        assert (int(row["n"]), int(row["only A right"]), int(row["only B right"])) == \
+            (c["n"], c["only_a"], c["only_b"]), (c, row)
+        assert abs(float(row["McNemar p (exact)"]) - c["mcnemar_p"]) <= 5e-3 * max(c["mcnemar_p"], 1e-3), (c, row)
+
+
+def test_report_numbers_are_the_results(tmp_path):
+    """Two models whose conditions all differ: a number in the wrong row or column is caught."""
+    paths = _fake_run(tmp_path)
+    md, _ = build_report(load_config(None, [f"output_dir={tmp_path}", "model.tiny={}"]), paths)
+    _assert_report_matches_results(md.read_text(), json.loads((paths.root / "results.json").read_text()))
+
+
+@pytest.mark.slow
+def test_demo_report_numbers_are_its_results(demo_quick_run):
+    """The report that `cuelab demo --quick` wrote holds the numbers of that run's results.json."""
+    _assert_report_matches_results((demo_quick_run / "report" / "report.md").read_text(),
+                                   json.loads((demo_quick_run / "results.json").read_text()))
+
+
 def test_condition_order():
     assert condition_order({"blind", "box", "plain", "wrong_object", "trajectory"}) == \
         ["plain", "box", "trajectory", "wrong_object", "blind"]
@@ -57,7 +128,7 @@ def test_condition_order():
 def test_report_renders_in_headless_chromium(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
     paths = _fake_run(tmp_path)
     cfg = load_config(None, [f"output_dir={tmp_path}", "model.tiny={}"])
     _, html = build_report(cfg, paths)

@@ -96,3 +96,18 @@ def test_pretrain_stage_takes_a_matching_checkpoint_and_trains_otherwise(tmp_pat
     with pytest.raises(FileNotFoundError):
         stage_pretrain(cfg, paths)
     assert trained == [1, 1]
+
+
+@pytest.mark.slow
+def test_make_demo_takes_the_shipped_checkpoint_with_its_own_data(tmp_path):
+    """`make demo` (configs/demo.yaml) starts from checkpoints/demo-pretrained only when the run's own labels and
+    training questions are the ones it was trained on: the real data and questions stages (about 30 s) must
+    make exactly those. When this fails, the generator or the question builder changed: rebuild the checkpoint
+    with scripts/demo_checkpoint.py."""
+    from cuelab.pipeline import RunPaths, pretrain_data, run_pipeline
+
+    cfg = load_config(DEMO, [f"output_dir={tmp_path / 'demo'}"])
+    run_pipeline(cfg, ["data", "questions"])
+    data = pretrain_data(cfg, RunPaths(tmp_path / "demo"))
+    assert all(f.is_file() for f in data), data
+    assert check_checkpoint(cfg.pretrain.from_checkpoint, cfg, data) is None
