@@ -138,6 +138,8 @@ def inspect(labels: Optional[Path] = typer.Option(None), annotations: Optional[P
 def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, test.jsonl, manifest.json"),
               labels: Optional[Path] = typer.Option(None, help="SSv2 labels JSON"),
               annotations: Optional[Path] = typer.Option(None, help="Something-Else annotations JSON"),
+              video_dir: Optional[Path] = typer.Option(None, help="with --annotations: the videos folder, to clip "
+                                                       "the boxes to each video's frame"),
               videos: Optional[int] = typer.Option(None, help="videos to draw (default: all usable)"),
               test_videos: Optional[int] = typer.Option(None, help="of those, videos for the test split"),
               seed: Optional[int] = typer.Option(None),
@@ -168,7 +170,7 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
              "max_placeholder_chars": max_placeholder_chars, "require_boxes": require_boxes,
              "single_verb_templates": single_verb_templates, "verb_shape": verb_shape}
     cfg = _section(QuestionsConfig, **{k: v for k, v in given.items() if v is not None})
-    entries, tracks, inputs = read_inputs(labels, annotations)
+    entries, tracks, inputs = read_inputs(labels, annotations, video_dir)
     train, test, manifest = build_questions(entries, tracks, cfg)
     manifest = write_questions(out, train, test, {**manifest, "inputs": inputs})
     for line in skipped_summary(manifest):

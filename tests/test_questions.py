@@ -334,6 +334,16 @@ def test_object_wholly_outside_the_frame_gets_no_referential_question_and_no_hin
     frames = report["frames"]
     assert (frames["boxes_outside_frame"], frames["objects_outside_frame"]) == (6, 2)
     assert frames["objects_outside_first"] == ["1004/1", "1008/2"] and frames["videos_without_size"] == 0
+    # the CLI does the same with --video-dir, and the manifest keeps the counts
+    res = CliRunner().invoke(app, ["questions", "--labels", str(tmp_path / "labels.json"), "--annotations",
+                                   str(tmp_path / "ann.json"), "--video-dir", str(tmp_path / "videos"), "--out",
+                                   str(tmp_path / "q"), "--test-videos", "1", "--require-boxes"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "q" / "manifest.json").read_text())
+    written = [json.loads(x) for f in ("train.jsonl", "test.jsonl")
+               for x in (tmp_path / "q" / f).read_text().splitlines()]
+    assert {r["id"] for r in written if r["kind"] == "referential"} == {"1008-referential-0", "1008-referential-1"}
+    assert m["inputs"]["frames"]["objects_outside_frame"] == 2
 
 
 def test_something_else_fixture_gives_referential_questions_for_multi_object_videos():

@@ -120,7 +120,8 @@ def test_motion_and_object_scale_make_the_action_larger():
 def test_objects_and_hand_that_leave_the_frame_get_no_box_there(tmp_path):
     # shakes eight times the default amplitude swing objects off the 160x120 frame, and a hand pushing
     # something closer from the frame's edge starts outside it
-    cfg = SyntheticConfig(videos=24, seed=1, motion_scale=8.0, templates=["shaking", "pushing_closer", "rolling_closer"])
+    cfg = SyntheticConfig(videos=24, seed=1, motion_scale=8.0,
+                          templates=["shaking", "pushing_closer", "rolling_closer"])
     generate(cfg, tmp_path)
     raw = json.loads((tmp_path / "annotations.json").read_text())
     boxes = [(vid, e["name"], lab["gt_annotation"], lab["box2d"]) for vid, entries in raw.items()
