@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections import Counter
 
 import numpy as np
@@ -436,10 +435,8 @@ def test_cli_names_the_file_on_bad_input(tmp_path):
 
 def test_real_labels_acceptance(tmp_path):
     path = fixture_path("ssv2", "base_validation_set.json")
-    t0 = time.time()
-    labels, _, _ = read_inputs(path)
+    labels, _, _ = read_inputs(path)  # how long this takes: benchmarks/wall_clock.py
     train, test, m = build_questions(labels, None, QuestionsConfig(kinds=["object", "verb"], test_videos=2000))
-    seconds = time.time() - t0
     rows = _all(train, test)
     assert len(labels) == 12467 and len(rows) > 25000
     _check_rules(rows)
@@ -454,4 +451,3 @@ def test_real_labels_acceptance(tmp_path):
             assert any(o.verb == c and any(o.key(lvl) == info.key(lvl) for lvl in ("exact", "frame", "lead"))
                        for o in infos), (r, c)
     assert m["per_kind"]["test"]["verb"] > 1000 and m["per_kind"]["test"]["object"] > 1000
-    assert seconds < 40, seconds
