@@ -10,10 +10,22 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cuelab.errors import DataError
 from cuelab.fsutil import read_text
+
+
+def _known_cue(name: str) -> str:
+    """A condition names a cue of the registry (it also names the videos/<cue>/ folder stages read)."""
+    from cuelab.video.cues import CUES
+
+    if name not in CUES:
+        raise ValueError(f"unknown cue {name!r}; known cues: {', '.join(CUES)}")
+    return name
+
+
+CueName = Annotated[str, AfterValidator(_known_cue)]
 
 
 class Section(BaseModel):
@@ -82,7 +94,7 @@ class QuestionsConfig(Section):
 
 
 class RenderConfig(Section):
-    cues: list[str] = ["plain", "box", "trajectory"]
+    cues: list[CueName] = ["plain", "box", "trajectory"]
     workers: Count = 2
     crf: int = Field(18, ge=0, le=51)  # libx264's range
     include_hand: bool = False
@@ -191,7 +203,7 @@ class TrainConfig(Section):
     batch_size: Count = 8
     grad_accum: Count = 4
     # condition -> share of samples
-    conditions: dict[str, Annotated[float, Field(ge=0)]] = {"plain": 1.0, "trajectory": 1.0}
+    conditions: dict[CueName, Annotated[float, Field(ge=0)]] = {"plain": 1.0, "trajectory": 1.0}
     phases: list[PhaseConfig] = Field([PhaseConfig()], min_length=1)
     seed: int = 0
     bf16: Literal["auto", "on", "off"] = "auto"
@@ -213,7 +225,7 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
-    conditions: list[str] = ["plain", "box", "trajectory"]
+    conditions: list[CueName] = ["plain", "box", "trajectory"]
     models: list[Literal["pretrained", "finetuned"]] = ["pretrained", "finetuned"]
     blind: bool = True
     hint: bool = False
@@ -226,7 +238,7 @@ class EvalConfig(Section):
 class AttentionConfig(Section):
     enabled: bool = True
     n: Count = 200
-    conditions: list[str] = ["plain", "box", "trajectory"]
+    conditions: list[CueName] = ["plain", "box", "trajectory"]
     models: list[Literal["pretrained", "finetuned"]] = ["pretrained", "finetuned"]
     per_head: bool = False
     sink_tokens: int = Field(4, ge=0)  # top video tokens of the plain condition left out in the *_ns measures

@@ -137,3 +137,11 @@ def test_a_non_utf8_config_is_a_data_error_naming_the_file(tmp_path):
     with pytest.raises(DataError) as e:
         load_config(p)
     assert str(p) in str(e.value) and "UTF-8" in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["eval.conditions=[plain,../..]", "render.cues=[plain,bx]",
+                                      "train.conditions={plain: 1, ../x: 1}", "attention.conditions=[spotlite]"])
+def test_conditions_name_known_cues(override):
+    """A condition names the videos/<cue>/ folder every later stage reads: an unknown one is refused up front."""
+    with pytest.raises(DataError, match="unknown cue"):
+        load_config(None, [override])
