@@ -13,16 +13,22 @@ the per-frame drawing. `annotate` is exactly `draw(frame, t, layout(tracks, w, h
 Colours: one fixed, named colour per object slot (cuelab.video.palette), the same in every cue, so "the red box"
 means object 0 in every condition. The hand is skipped unless `include_hand=True`. An object with no box on
 frame t gets no box, circle or arrow on frame t; the trajectory shows the path of box centres so far (frames <= t).
+
+`first_study` / `first_study_listpos` are the exceptions, on purpose: they draw what the first study drew, in its
+colours (sampled per video with the run's seed), and `first_study_listpos` keeps the study's misalignment
+(annotation list position i drawn on frame i) so its effect can be measured.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from cuelab.data.something_else import HAND, VideoTracks
+from cuelab.data.split import stable_int
 from cuelab.errors import DataError
 from cuelab.video.palette import HAND_COLOR, slot_color
 
@@ -356,6 +362,109 @@ class SideBySideCue(Cue):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The first study's cue, drawn as its code drew it (github 4g/visual_cues, annotate.py: annotate_video).
+# ---------------------------------------------------------------------------------------------------------------
+
+STUDY_COLORS: tuple[Color, ...] = ((255, 64, 64), (0, 0, 255), (127, 255, 0), (255, 97, 3), (220, 20, 60),
+                                   (255, 185, 15), (255, 20, 147), (255, 105, 180), (60, 179, 113))
+FRAME_FROM = ("name", "list_position")
+
+
+@dataclass(frozen=True)
+class StudyTrack:
+    """One object as the study drew it: boxes and box centres truncated to int (not clipped or rounded; OpenCV
+    clips while drawing), by the frame they are drawn on."""
+
+    object_id: str
+    color: Color
+    boxes: tuple[tuple[int, int, int, int], ...]
+    centres: tuple[tuple[int, int], ...]
+    row: dict[int, int]  # drawn-on frame -> index into boxes/centres (in frame order)
+
+
+class FirstStudyCue(Cue):
+    """What the study drew: on each frame where an object has a box, a 2 px box, and the object's earlier box
+    centres as radius-2 dots joined by a 1 px line; nothing on frames without its box. Colours: a sample of the
+    study's 9-colour list per video, one per annotated object (hand included, though the hand is not drawn),
+    from a seeded RNG (run seed + video id), so the same seed gives the same pixels.
+
+    frame_from: "name" draws annotation of frame n on decoded frame n (the annotation's `name`);
+    "list_position" reproduces the study: the i-th annotated frame (its name-sorted list) is drawn on decoded
+    frame i, which misplaces every drawing after a gap or when the list does not start at frame 1."""
+
+    name = "first_study"
+    default_frame_from = "name"
+
+    def __init__(self, *, frame_from: str | None = None, seed: int = 0, include_hand: bool = False):
+        super().__init__(include_hand=include_hand, thickness=2)
+        frame_from = frame_from or self.default_frame_from
+        if frame_from not in FRAME_FROM:
+            raise DataError(f"frame_from must be one of {FRAME_FROM}, got {frame_from!r}", field="frame_from")
+        self.frame_from, self.seed = frame_from, int(seed)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(frame_from={self.frame_from!r}, seed={self.seed}, "
+                f"include_hand={self.include_hand})")
+
+    def colors(self, tracks: VideoTracks) -> dict[str, Color]:
+        """Object id -> colour, dealt in the order objects first appear in the annotation (the study's order)."""
+        ids = list(tracks.tracks)
+        if len(ids) > len(STUDY_COLORS):
+            raise DataError(f"{len(ids)} annotated objects, but the study's cue has {len(STUDY_COLORS)} colours",
+                            video_id=tracks.video_id, field="gt_annotation")
+        rng = random.Random(stable_int("first_study colours", self.seed, tracks.video_id))
+        return dict(zip(ids, rng.sample(STUDY_COLORS, len(ids))))
+
+    def drawn_on(self, tracks: VideoTracks) -> dict[int, int]:
+        """Annotated frame index -> the decoded frame its drawing goes on."""
+        frames = tracks.annotated_frames
+        if self.frame_from == "name":
+            return {t: t for t in frames}
+        if tracks.n_entries and tracks.n_entries != len(frames):
+            # entries without a box (or two entries for one frame) hold list positions the tracks do not keep
+            raise DataError(f"{tracks.n_entries} annotation entries but {len(frames)} annotated frames: list "
+                            "positions cannot be recovered", video_id=tracks.video_id, field="name")
+        return {t: i for i, t in enumerate(frames)}
+
+    def layout(self, tracks, width, height):
+        colors, where = self.colors(tracks), self.drawn_on(tracks)
+        plan = []
+        for o, boxes in tracks.tracks.items():
+            if o == HAND and not self.include_hand:
+                continue
+            items = sorted((where[t], b) for t, b in boxes.items())
+            plan.append(StudyTrack(
+                o, colors[o], tuple(tuple(int(v) for v in b) for _, b in items),
+                tuple((int((b[0] + b[2]) * 0.5), int((b[1] + b[3]) * 0.5)) for _, b in items),
+                {f: i for i, (f, _) in enumerate(items)}))
+        return Layout(width, height, 2, (), {"first_study": tuple(plan)})
+
+    def draw(self, frame, t, layout):
+        out = frame.copy()
+        for tr in layout.extra["first_study"]:
+            i = tr.row.get(t)
+            if i is None:
+                continue
+            x1, y1, x2, y2 = tr.boxes[i]
+            cv2.rectangle(out, (x1, y1), (x2, y2), tr.color, 2)
+            prev = None
+            for c in tr.centres[:i]:
+                cv2.circle(out, c, 2, tr.color, -1)
+                if prev is not None and prev[0]:  # the study tested `if prevx:`, so no line from a centre at x == 0
+                    cv2.line(out, c, prev, tr.color, 1)
+                prev = c
+        return out
+
+
+class FirstStudyListPositionCue(FirstStudyCue):
+    """`first_study` with the study's frame alignment (annotation i on decoded frame i): its own name, so both
+    can be rendered in one run (outputs are kept per cue name) and compared."""
+
+    name = "first_study_listpos"
+    default_frame_from = "list_position"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Controls: the same drawing, on the wrong place.
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -405,7 +514,8 @@ class _ControlCue(Cue):
 
     def __init__(self, *, inner: str = "box", **style):
         super().__init__(**_base_style(style))
-        if inner in CONTROLS or inner in ("plain", "side_by_side"):
+        # the first study's cue draws from its own layout, not from the marks a control moves
+        if inner in CONTROLS or inner in ("plain", "side_by_side") or issubclass(CUES.get(inner, Cue), FirstStudyCue):
             raise DataError(f"control {self.name} needs a drawing cue inside, not {inner!r}", field="inner")
         self.inner = get_cue(inner, **style)
 
@@ -459,7 +569,8 @@ class ShiftedCue(_ControlCue):
 
 CUES: dict[str, type[Cue]] = {c.name: c for c in (Cue, BoxCue, TrajectoryCue, BoxTrajectoryCue, SpotlightCue,
                                                    BlurOutsideCue, CircleCue, ArrowCue, SideBySideCue,
-                                                   WrongObjectCue, ShiftedCue)}
+                                                   WrongObjectCue, ShiftedCue, FirstStudyCue,
+                                                   FirstStudyListPositionCue)}
 CONTROLS = ("wrong_object", "shifted")
 
 
