@@ -46,7 +46,7 @@ def test_taken_when_the_settings_match_and_refused_otherwise(tmp_path):
     assert check_checkpoint(ckpt, same) is None
     # any that they do depend on: refused, naming the section
     for override, section in (("pretrain.max_steps=10", "pretrain"), ("data.synthetic.videos=10", "data"),
-                              ("model.tiny.seed=3", "model"), ("frames_train.max_frames=4", "frames_train"),
+                              ("model.tiny.seed=3", "model"), ("frames_train.min_frames=4", "frames_train"),
                               ("render.crf=30", "render")):
         why = check_checkpoint(ckpt, load_config(DEMO, [override]))
         assert why is not None and section in why, (override, why)
