@@ -8,20 +8,22 @@ its first and last MiB; a JPEG-frame folder by its files' names, sizes and mtime
 
 A sidecar rather than one index per folder: each worker writes its own outputs' sidecars with no file shared
 between processes or between shards rendering side by side into one folder (an index would need merging and
-would be lost or torn as a whole), and a sidecar goes wherever its video is copied or deleted. The sidecar is
-written atomically after the video: an output without one (killed in between, or made by an older cuelab) is
-treated as stale, never trusted.
+would be lost or torn as a whole), and a sidecar sits beside its video (copy or prune a cue folder and the
+provenance goes with it). The sidecar is written atomically after the video: an output without one (killed in
+between, or made by an older cuelab) is treated as stale, never trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from array import array
 from pathlib import Path
 
 from cuelab.data.something_else import VideoTracks
-from cuelab.digest import file_digest, json_digest
-from cuelab.fsutil import atomic_write_json, load_json
+from cuelab.digest import file_digest
 from cuelab.errors import DataError
+from cuelab.fsutil import atomic_write_json, load_json
 from cuelab.video.cues import Cue, get_cue
 
 #: Bump when the drawing or encoding code changes the pixels of any output: every output then re-renders.
@@ -51,11 +53,17 @@ def cue_settings(cue: Cue) -> dict:
 
 
 def tracks_digest(tracks: VideoTracks | None) -> str | None:
-    """sha256 of the video's boxes, object by object and frame by frame; None for a video without boxes."""
+    """sha256 of the video's boxes, object by object and frame by frame; None for a video without boxes.
+    (Packed as binary numbers, not JSON: this runs for every output on every rerun, and is ~7x faster.)"""
     if tracks is None:
         return None
-    return json_digest({o: sorted([t, list(box)] for t, box in frames.items())
-                        for o, frames in tracks.tracks.items()})
+    h = hashlib.sha256()
+    for o in sorted(tracks.tracks):
+        frames = sorted(tracks.tracks[o].items())
+        h.update(f"{o}\0{len(frames)}\0".encode())
+        h.update(array("q", [t for t, _ in frames]).tobytes())
+        h.update(array("d", [x for _, box in frames for x in box]).tobytes())
+    return h.hexdigest()
 
 
 def codec_settings(crf: int, preset: str) -> dict:
@@ -72,7 +80,7 @@ def render_provenance(source: dict, cue_name: str, tracks: VideoTracks | None, i
     return json.loads(json.dumps({
         "render_version": RENDER_VERSION, "source": source, "cue": cue_name,
         "cue_settings": cue_settings(cue) if draws else None, "tracks": tracks_digest(tracks) if draws else None,
-        "codec": codec_settings(crf, preset)}))
+        "codec": codec_settings(crf, preset)}, default=repr))
 
 
 def read_provenance(output: str | Path) -> dict | None:
