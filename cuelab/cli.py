@@ -204,16 +204,20 @@ def render(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4
     """Render every video under each cue (resumable: an output is re-rendered when its source video, boxes, cue
     or codec settings changed; failures go to <out>/errors.jsonl). One run per output folder (and shard)."""
     from cuelab.fsutil import append_jsonl
+    from cuelab.locks import folder_lock
     from cuelab.video.render import render_videos
 
     try:
-        ann = _load_tracks(annotations)
-        if ann.errors:
-            console.print(f"[yellow]{len(ann.errors)} video(s) with bad annotations skipped[/yellow] "
-                          f"(see {out / 'errors.jsonl'})")
-            append_jsonl(out / "errors.jsonl", [{**e.as_record(), "cue": None} for e in ann.errors])
-        summary = render_videos(videos, ann.videos, _csv(cues) or [], out, workers=workers, shard=_shard(shard),
-                                crf=crf, include_hand=include_hand, force=force)
+        # taken before reading the annotations and writing errors.jsonl: a second run is refused at once, and
+        # writes nothing; render_videos takes the same lock again (re-entrant)
+        with folder_lock(out, "render", _shard(shard)):
+            ann = _load_tracks(annotations)
+            if ann.errors:
+                console.print(f"[yellow]{len(ann.errors)} video(s) with bad annotations skipped[/yellow] "
+                              f"(see {out / 'errors.jsonl'})")
+                append_jsonl(out / "errors.jsonl", [{**e.as_record(), "cue": None} for e in ann.errors])
+            summary = render_videos(videos, ann.videos, _csv(cues) or [], out, workers=workers,
+                                    shard=_shard(shard), crf=crf, include_hand=include_hand, force=force)
     except DataError as e:
         _fail(e)
     again = [f"{summary[k]} {k}" for k in ("stale", "forced") if summary[k]]

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from cuelab.cli import app
 from cuelab.data.something_else import load_annotations, save_annotations
+from cuelab.fsutil import read_jsonl
 from cuelab.locks import FolderBusy, folder_lock
 from cuelab.video.render import output_path, render_videos
 
@@ -64,6 +65,8 @@ def dataset(synth_dir, tmp_path):
 
 def test_a_second_render_into_a_held_folder_is_refused_and_takes_over_once_the_holder_dies(dataset, tmp_path):
     videos, ann_file, ids = dataset
+    raw = json.loads(ann_file.read_text())
+    ann_file.write_text(json.dumps({**raw, "999": "not a list of frames"}))  # one bad entry: errors.jsonl gets a line
     out = tmp_path / "out"
     args = ["render", "--videos", str(videos), "--annotations", str(ann_file), "--cues", "plain", "--out", str(out),
             "--workers", "1"]
@@ -77,9 +80,11 @@ def test_a_second_render_into_a_held_folder_is_refused_and_takes_over_once_the_h
         assert f"PID {first.pid} on host {socket.gethostname()}" in msg and "cuelab render" in msg
         assert "-c" in msg and "Traceback" not in res.output  # the holder's command line
         assert in_flight.read_bytes() == b"being written" and not output_path(out, "plain", ids[0]).exists()
+        assert not (out / "errors.jsonl").exists(), "the refused run writes nothing into the folder"
     res = CliRunner().invoke(app, args)  # the holder was SIGKILLed: its lock is free, its temp file is stale
     assert res.exit_code == 0, res.output
     assert not in_flight.exists() and all(output_path(out, "plain", v).exists() for v in ids)
+    assert [r["video_id"] for r in read_jsonl(out / "errors.jsonl")] == ["999"]
     assert free_in_another_process(out, "render"), "the lock is released when render returns"
 
 
