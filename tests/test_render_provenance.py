@@ -136,3 +136,14 @@ def test_force_and_the_cli_report(two, tmp_path):
     assert json.loads((out / "render_summary.json").read_text())["force"] is True
     s = render_videos(videos, ann, ["plain"], out, workers=1, progress=False, force=True)
     assert (s["rendered"], s["forced"], s["skipped"]) == (2, 2, 0)
+
+
+def test_outputs_of_a_missing_source_are_kept_and_counted_unverified(two, tmp_path):
+    """A source folder taken offline must not cost the renders: they are kept, and said to be unchecked."""
+    videos, ann, (a, b) = two
+    out = tmp_path / "out"
+    render(videos, ann, out)
+    (videos / f"{a}.mp4").unlink()
+    s = render(videos, ann, out)
+    assert (s["rendered"], s.get("unverified"), s["skipped"], s["failed"]) == (0, 2, 2, 0)
+    assert output_path(out, "plain", a).exists() and output_path(out, "box", a).exists()

@@ -159,7 +159,8 @@ def _plan_video(videos_dir, annotations: dict[str, VideoTracks], cues: list[str]
 
 
 def _plan(videos_dir, annotations: dict[str, VideoTracks], cues: list[str], out_dir: Path, ids: list[str],
-          settings: tuple[int, bool, str], force: bool, workers: int) -> tuple[dict, list[tuple], list[tuple]]:
+          settings: tuple[int, bool, str], force: bool, workers: int,
+          progress: bool) -> tuple[dict, list[tuple], list[tuple]]:
     """Counts so far, the render tasks and the (video, failure records) of videos without a source. Checking a
     source reads up to 64 MiB of it (cuelab.digest), so videos are checked in `workers` threads (hashing and
     file reads release the GIL)."""
@@ -167,7 +168,7 @@ def _plan(videos_dir, annotations: dict[str, VideoTracks], cues: list[str], out_
 
     check = partial(_plan_video, videos_dir, annotations, cues, out_dir, settings, force)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        plans = list(pool.map(check, ids))
+        plans = list(tqdm(pool.map(check, ids), total=len(ids), unit="video", desc="check", disable=not progress))
     counts = {k: sum(p[k] for p in plans) for k in ("skipped", "stale", "forced", "unverified")}
     tasks, missing = [], []
     for p in plans:
@@ -198,7 +199,7 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
     ids = shard_ids([check_video_id(v) for v in (video_ids if video_ids is not None else annotations)], shard)
     with folder_lock(out_dir, "render", shard):
         planned, tasks, missing = _plan(videos_dir, annotations, list(cues), out_dir, ids,
-                                        (crf, include_hand, preset), force, workers)
+                                        (crf, include_hand, preset), force, workers, progress)
         counts = {"rendered": 0, **planned, "failed": 0, "frames": 0, "boxes_past_end": 0, "cpu_seconds": 0.0}
         remove_stale_temps(out_dir, list(cues), {t[0] for t in tasks})
         bar = tqdm(total=len(ids), initial=len(ids) - len(tasks) - len(missing), unit="video", desc="render",
