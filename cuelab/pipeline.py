@@ -114,7 +114,7 @@ def question_videos(paths: RunPaths, split: str) -> list[str]:
     return list(dict.fromkeys(q["video"] for q in read_jsonl(paths.questions / f"{split}.jsonl")))
 
 
-def stage_render(cfg: ExperimentConfig, paths: RunPaths) -> dict:
+def stage_render(cfg: ExperimentConfig, paths: RunPaths, force: bool = False) -> dict:
     """Render each split's videos under the conditions its later stages read, nothing more."""
     from cuelab.data.something_else import load_annotations
     from cuelab.video.render import render_videos
@@ -126,7 +126,7 @@ def stage_render(cfg: ExperimentConfig, paths: RunPaths) -> dict:
         summary[split] = render_videos(videos, tracks, conditions_needed(cfg, split), paths.videos,
                                        workers=cfg.render.workers, crf=cfg.render.crf,
                                        include_hand=cfg.render.include_hand,
-                                       video_ids=question_videos(paths, split))
+                                       video_ids=question_videos(paths, split), force=force)
     return summary
 
 
@@ -534,6 +534,13 @@ def run_pipeline(cfg: ExperimentConfig, stages: list[str] | None = None, force: 
         raise DataError(f"unknown stage(s) {sorted(unknown)}; stages: {stage_names()}", field="stages")
     refuse_stale_upstream(cfg, paths, wanted)
     paths.root.mkdir(parents=True, exist_ok=True)
+    from cuelab.locks import folder_lock
+
+    with folder_lock(paths.root, "run"):  # one `cuelab run` per run folder; the stages' own locks nest in it
+        return _run_stages(cfg, paths, wanted, force)
+
+
+def _run_stages(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str], force: bool) -> dict:
     save_config(cfg, paths.root / "config.yaml")
     chains: dict[str, str] = {}
     done = {}
@@ -554,7 +561,7 @@ def run_pipeline(cfg: ExperimentConfig, stages: list[str] | None = None, force: 
         clear_stale_outputs(stage, cfg, paths, parts["fingerprint"], started, force)
         atomic_write_json(started, {"fingerprint": parts["fingerprint"]})
         t0 = time.time()
-        result = stage.run(cfg, paths)
+        result = stage.run(cfg, paths, force=True) if force and stage.name == "render" else stage.run(cfg, paths)
         record = {"fingerprint": parts["fingerprint"], "parts": parts, "seconds": round(time.time() - t0, 2),
                   "result": result}
         atomic_write_json(marker, record)

@@ -193,3 +193,19 @@ def test_outputs_made_under_another_fingerprint_are_cleared_before_a_rerun(tmp_p
     assert not (tmp_path / "stages" / "questions.started.json").exists()
     run_pipeline(_cfg(tmp_path, "questions.seed=5"), ["data", "questions"], force=True)
     assert log.read_text() == "seed 5\n"
+
+
+def test_a_second_run_into_the_same_folder_is_refused_naming_the_first(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cuelab.locks import folder_lock\n"
+                               f"with folder_lock({str(tmp_path)!r}, 'run'):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataError, match=str(holder.pid)):
+            run_pipeline(_cfg(tmp_path), ["data"])
+        assert not (tmp_path / "dataset").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_pipeline(_cfg(tmp_path), ["data"])  # the owner is gone: its lock is taken over
+    assert (tmp_path / "dataset" / "labels.json").exists()
