@@ -7,6 +7,7 @@ that `cuelab --help` stays fast and a stage's heavy dependencies load only when 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -79,6 +80,17 @@ def _section(cls, **values):
         raise config_error(e) from e
 
 
+def _flatten(raw: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: CLI options as config overrides (validated, errors naming the field)."""
+    out = {}
+    for k, v in raw.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _csv(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
@@ -136,7 +148,8 @@ def inspect(labels: Optional[Path] = typer.Option(None), annotations: Optional[P
 
 @app.command()
 def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, test.jsonl, manifest.json"),
-              labels: Optional[Path] = typer.Option(None, help="SSv2 labels JSON"),
+              labels: Optional[list[Path]] = typer.Option(None, help="SSv2 labels JSON (repeat the option to pool "
+                                                          "several files in order, e.g. train.json then validation.json)"),
               annotations: Optional[Path] = typer.Option(None, help="Something-Else annotations JSON"),
               video_dir: Optional[Path] = typer.Option(None, help="with --annotations: the videos folder, to clip "
                                                        "the boxes to each video's frame"),
@@ -149,11 +162,17 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
                                                            help="with --annotations: only videos with boxes"),
               single_verb_templates: Optional[bool] = typer.Option(None, "--single-verb-templates"),
               verb_shape: Optional[str] = typer.Option(None, help="loosest verb-distractor shape: exact|frame|lead"),
+              protocol: Optional[str] = typer.Option(None, help="cuelab | first-study: the defaults of the "
+                                                     "question switches (the builder, the pool, the test split)"),
+              builder: Optional[str] = typer.Option(None, help="cuelab | first_study (default: the protocol's)"),
+              pool_first_ids: Optional[int] = typer.Option(None, help="first_study: only the first N "
+                                                           "Something-Else ids in string order"),
               from_first_study: Optional[Path] = typer.Option(None, help="convert the first study's "
                                                               "qwen_format_test.json instead")):
     """Multiple-choice questions (object, verb, cue-referential), split by video; or convert the first study's."""
-    from cuelab.config import QuestionsConfig
-    from cuelab.data.questions import build_questions, read_inputs, write_questions
+    from cuelab.config import load_config
+    from cuelab.data.question_set import make_questions
+    from cuelab.data.questions import write_questions
     from cuelab.data.skipped import skipped_summary
 
     if from_first_study is not None:
@@ -164,17 +183,25 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
         console.print(f"converted {len(rows)} questions to {out}/test.jsonl; flags {manifest['flags']}; "
                       f"skipped {manifest['dropped']['records']} records")
         return
-    if labels is None:
+    if not labels:
         raise typer.BadParameter("--labels is needed (or --from-first-study)")
     given = {"videos": videos, "test_videos": test_videos, "seed": seed, "kinds": _csv(kinds),
              "max_placeholder_chars": max_placeholder_chars, "require_boxes": require_boxes,
-             "single_verb_templates": single_verb_templates, "verb_shape": verb_shape}
-    cfg = _section(QuestionsConfig, **{k: v for k, v in given.items() if v is not None})
-    entries, tracks, inputs = read_inputs(labels, annotations, video_dir)
-    train, test, manifest = build_questions(entries, tracks, cfg)
-    manifest = write_questions(out, train, test, {**manifest, "inputs": inputs})
+             "single_verb_templates": single_verb_templates, "verb_shape": verb_shape, "builder": builder,
+             "pool_first_ids": pool_first_ids}
+    raw = {"questions": {k: v for k, v in given.items() if v is not None}}
+    if protocol is not None:
+        raw["protocol"] = protocol
+    cfg = load_config(None, [f"{k}={json.dumps(v, default=str)}" for k, v in _flatten(raw).items()]).questions
+    train, test, manifest = make_questions(cfg, labels if len(labels) > 1 else labels[0], annotations, video_dir)
+    manifest = write_questions(out, train, test, manifest)
     for line in skipped_summary(manifest):
         console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True, highlight=False)
+    if cfg.builder == "first_study":
+        console.print(f"wrote {len(train)} train / {len(test)} test questions to {out} (the first study's protocol; "
+                      f"{manifest['videos']['kept']} of {manifest['videos']['pool']} videos kept; flags "
+                      f"{manifest['flags']})")
+        return
     s = manifest["sanity"]
     console.print(f"wrote {len(train)} train / {len(test)} test questions to {out} "
                   f"({manifest['videos']['train']} / {manifest['videos']['test']} videos); "
@@ -200,13 +227,21 @@ def render(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4
            shard: Optional[str] = typer.Option(None, help="i/n: render every n-th video from the i-th"),
            crf: int = typer.Option(18, help="libx264 quality (lower is better)"),
            include_hand: bool = typer.Option(False, "--include-hand", help="cue the hand too"),
+           preset: str = typer.Option("veryfast", help="libx264 preset"),
+           fps: Optional[float] = typer.Option(None, help="output frame rate (default: the source's)"),
+           even: str = typer.Option("pad", help="odd frame sizes: pad (cuelab) or crop (the first study)"),
+           seed: int = typer.Option(0, help="seed of the cues that sample colours (first_study)"),
            force: bool = typer.Option(False, "--force", help="re-render every output, up to date or not")):
     """Render every video under each cue (resumable: an output is re-rendered when its source video, boxes, cue
     or codec settings changed; failures go to <out>/errors.jsonl). One run per output folder (and shard)."""
     from cuelab.fsutil import append_jsonl
     from cuelab.locks import folder_lock
+    from cuelab.config import RenderConfig
     from cuelab.video.render import render_videos
+    from cuelab.video.settings import RenderSettings
 
+    settings = RenderSettings.from_config(_section(RenderConfig, crf=crf, include_hand=include_hand, preset=preset,
+                                                   fps=fps, even=even), seed=seed)
     try:
         # taken before reading the annotations and writing errors.jsonl: a second run is refused at once, and
         # writes nothing; render_videos takes the same lock again (re-entrant)
@@ -217,7 +252,7 @@ def render(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp4
                               f"(see {out / 'errors.jsonl'})")
                 append_jsonl(out / "errors.jsonl", [{**e.as_record(), "cue": None} for e in ann.errors])
             summary = render_videos(videos, ann.videos, _csv(cues) or [], out, workers=workers,
-                                    shard=_shard(shard), crf=crf, include_hand=include_hand, force=force)
+                                    shard=_shard(shard), settings=settings, force=force)
     except DataError as e:
         _fail(e)
     again = [f"{summary[k]} {k}" for k in ("stale", "forced") if summary[k]]
@@ -239,10 +274,11 @@ def preview(videos: Path = typer.Option(..., help="folder of <id>.webm / <id>.mp
             include_hand: bool = typer.Option(False, "--include-hand")):
     """A GIF and a PNG contact sheet of one video under every cue, side by side."""
     from cuelab.video.preview import make_preview
+    from cuelab.video.settings import RenderSettings
 
     ann = _load_tracks(annotations)
     gif, png = make_preview(videos, ann.videos, video_id, _csv(cues), out, n_times=frames,
-                            include_hand=include_hand)
+                            settings=RenderSettings(include_hand=include_hand))
     console.print(f"wrote {gif} and {png}")
 
 

@@ -68,7 +68,8 @@ class SyntheticConfig(Section):
 
 class DataConfig(Section):
     source: Literal["synthetic", "ssv2"] = "synthetic"
-    labels: Path | None = None  # SSv2 labels JSON (train.json / validation.json)
+    # SSv2 labels JSON (train.json / validation.json), or several read in order (the first study: train + validation)
+    labels: Path | list[Path] | None = None
     annotations: Path | None = None  # Something-Else annotations JSON
     videos: Path | None = None  # folder of <id>.webm / <id>.mp4 / <id>/NNNN.jpg
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -84,6 +85,10 @@ class QuestionsConfig(Section):
     single_verb_templates: bool = False  # keep templates with exactly one verb slot (the first study's subset)
     # loosest template-shape level a verb distractor may come from (see cuelab.data.questions.TemplateInfo)
     verb_shape: Literal["exact", "frame", "lead"] = "lead"
+    # cuelab: cuelab.data.questions (seeded stratified split, same-slot distinct distractors, referential);
+    # first_study: cuelab.data.first_study_protocol (the study's filter, text, pools and first-N test split)
+    builder: Literal["cuelab", "first_study"] = "cuelab"
+    pool_first_ids: Count | None = None  # first_study: only the first N Something-Else ids in string order
 
     @model_validator(mode="after")
     def _split(self):
@@ -98,11 +103,17 @@ class RenderConfig(Section):
     workers: Count = 2
     crf: int = Field(18, ge=0, le=51)  # libx264's range
     include_hand: bool = False
+    fps: Positive | None = None  # output frame rate (None: the source's); the first study wrote 12 fps
+    even: Literal["pad", "crop"] = "pad"  # odd frame sizes padded (cuelab) or cropped (the first study) to even
+    preset: str = "veryfast"  # libx264 preset (the first study passed none: "medium")
 
 
 class FramesConfig(Section):
     """What the model sees: see cuelab.video.io.sample_frames."""
 
+    # fps: sample at `fps` within min/max frames (cuelab.video.io.sample_indices); first_study_vllm: the frames the
+    # first study's vLLM 0.11 server gave the model for num_frames=64 (cuelab.video.first_study_frames)
+    rule: Literal["fps", "first_study_vllm"] = "fps"
     fps: Positive = 2.0
     min_frames: Count = 4
     max_frames: Count = 32
@@ -171,6 +182,9 @@ class ModelConfig(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     question_first: bool = False  # put the question text before the video in the user turn
     system_prompt: str | None = None
+    # cuelab: question, choices one per line, instruction, answer + <|im_end|>; first_study: the study's text
+    # verbatim (choices as a Python list) and its training target (answer + end token + newline)
+    prompt: Literal["cuelab", "first_study"] = "cuelab"
     tiny: TinyModelConfig | None = None  # set: build this tiny model instead of loading name_or_path
 
 
@@ -223,13 +237,28 @@ class TrainConfig(Section):
         return self
 
 
+class SamplingConfig(Section):
+    """`eval.rule: sampled`: the first study's decoding (vLLM guided choice with sampling, exact string match)."""
+
+    temperature: float = Field(0.1, ge=0)
+    top_p: float = Field(0.8, gt=0, le=1)
+    top_k: int = Field(20, ge=-1)
+    presence_penalty: float = 1.5
+    repetition_penalty: Positive = 1.0
+    seed: int = 3407
+    max_tokens: Count = 16
+    constrained: bool = True  # False: free text scored by exact match (a vLLM that ignored guided_choice)
+
+
 class EvalConfig(Section):
     backend: Literal["hf", "vllm"] = "hf"
     conditions: list[CueName] = ["plain", "box", "trajectory"]
     models: list[Literal["pretrained", "finetuned"]] = ["pretrained", "finetuned"]
     blind: bool = True
     hint: bool = False
-    rule: Literal["sum", "mean", "greedy"] = "sum"  # which score picks the answer (all are recorded)
+    # which score picks the answer (sum/mean/greedy are all recorded); sampled: the first study's decoding
+    rule: Literal["sum", "mean", "greedy", "sampled"] = "sum"
+    sampling: SamplingConfig = SamplingConfig()
     videos_per_call: Count = 4  # hf backend on a GPU: videos scored together (vision, prefix, choices batched)
     compile: bool = True  # hf backend on a GPU: torch.compile the decoder layers and vision blocks
     vllm_server: str | None = None  # URL of a running vLLM server; None: offline LLM
@@ -256,6 +285,8 @@ class ReportConfig(Section):
 
 
 class ExperimentConfig(Section):
+    # sets the defaults of the switches in cuelab.protocol.SWITCHES; each switch can still be set alone
+    protocol: Literal["cuelab", "first-study"] = "cuelab"
     name: str = "experiment"
     output_dir: Path = Path("runs/experiment")
     seed: int = 0
@@ -270,6 +301,13 @@ class ExperimentConfig(Section):
     eval: EvalConfig = EvalConfig()
     attention: AttentionConfig = AttentionConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocol(cls, raw):
+        from cuelab.protocol import apply_protocol
+
+        return apply_protocol(raw)
 
     @field_validator("output_dir", mode="before")
     @classmethod

@@ -83,15 +83,13 @@ def stage_data(cfg: ExperimentConfig, paths: RunPaths) -> dict:
 
 
 def stage_questions(cfg: ExperimentConfig, paths: RunPaths) -> dict:
-    from cuelab.data.questions import build_questions, read_inputs, write_questions
-
-    labels, annotations, videos = dataset_files(cfg, paths)
-    entries, tracks, report = read_inputs(labels, annotations, videos)  # boxes clipped to each video's frame
-    train, test, manifest = build_questions(entries, tracks, cfg.questions)
-    manifest["inputs"] = report
-    manifest = write_questions(paths.questions, train, test, manifest)
+    from cuelab.data.question_set import make_questions
+    from cuelab.data.questions import write_questions
     from cuelab.data.skipped import skipped_summary
 
+    labels, annotations, videos = dataset_files(cfg, paths)
+    train, test, manifest = make_questions(cfg.questions, labels, annotations, videos)
+    manifest = write_questions(paths.questions, train, test, manifest)
     for line in skipped_summary(manifest):
         console.print(line)
     return {"train": len(train), "test": len(test), "per_kind": manifest.get("per_kind")}
@@ -118,14 +116,15 @@ def stage_render(cfg: ExperimentConfig, paths: RunPaths, force: bool = False) ->
     """Render each split's videos under the conditions its later stages read, nothing more."""
     from cuelab.data.something_else import load_annotations
     from cuelab.video.render import render_videos
+    from cuelab.video.settings import RenderSettings
 
     _, annotations, videos = dataset_files(cfg, paths)
     tracks = load_annotations(annotations, strict=False).videos
     summary = {}
     for split in ("train", "test"):
         summary[split] = render_videos(videos, tracks, conditions_needed(cfg, split), paths.videos,
-                                       workers=cfg.render.workers, crf=cfg.render.crf,
-                                       include_hand=cfg.render.include_hand,
+                                       workers=cfg.render.workers,
+                                       settings=RenderSettings.from_config(cfg.render, cfg.seed),
                                        video_ids=question_videos(paths, split), force=force)
     return summary
 
@@ -257,12 +256,18 @@ def data_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path]:
     """Real data: the labels and annotations files, whose content counts even when they change in place."""
     if cfg.data.source == "synthetic":
         return {}
-    return {f"data.{k}": getattr(cfg.data, k) for k in ("labels", "annotations") if getattr(cfg.data, k)}
+    from cuelab.data.question_set import label_files
+
+    files = {f"data.labels.{i}": p for i, p in enumerate(label_files(cfg.data.labels))} if cfg.data.labels else {}
+    return {**files, **({"data.annotations": cfg.data.annotations} if cfg.data.annotations else {})}
 
 
 def question_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path]:
+    from cuelab.data.question_set import label_files
+
     labels, annotations, _ = dataset_files(cfg, paths)
-    return {"labels": labels, **({"annotations": annotations} if annotations else {})}
+    files = {f"labels.{i}": p for i, p in enumerate(label_files(labels))} if labels else {}
+    return {**files, **({"annotations": annotations} if annotations else {})}
 
 
 def model_inputs(cfg: ExperimentConfig, paths: RunPaths) -> dict[str, Path | str]:
@@ -424,17 +429,21 @@ def check_data(cfg: ExperimentConfig) -> list[str]:
     from cuelab.data.something_else import load_annotations
     from cuelab.data.ssv2 import load_labels
 
+    from cuelab.data.question_set import label_files
+
     problems, labels, tracks = [], None, None
     for field in ("labels", "annotations", "videos"):
-        p = getattr(cfg.data, field)
-        if p is None:
+        value = getattr(cfg.data, field)
+        if value is None:
             problems.append(f"data.{field}: not set")
-        elif not Path(p).exists():
-            problems.append(f"data.{field}: {p} does not exist")
-    try:
-        labels = load_labels(cfg.data.labels) if cfg.data.labels and Path(cfg.data.labels).exists() else None
-    except DataError as e:
-        problems.append(f"data.labels: {e}")
+        for p in (label_files(value) if field == "labels" and value is not None else [value] if value else []):
+            if not Path(p).exists():
+                problems.append(f"data.{field}: {p} does not exist")
+    for path in label_files(cfg.data.labels) if cfg.data.labels else []:
+        try:
+            labels = (labels or []) + load_labels(path) if Path(path).exists() else labels
+        except DataError as e:
+            problems.append(f"data.labels: {e}")
     try:
         if cfg.data.annotations and Path(cfg.data.annotations).exists():
             tracks = load_annotations(cfg.data.annotations, strict=False)

@@ -18,6 +18,7 @@ from cuelab.fsutil import read_jsonl
 from cuelab.video.io import read_video, write_video
 from cuelab.video.provenance import sidecar_path
 from cuelab.video.render import output_path, render_videos
+from cuelab.video.settings import RenderSettings
 
 
 @pytest.fixture()
@@ -78,12 +79,12 @@ def test_changed_settings_and_missing_sidecars_rerender(two, tmp_path):
     videos, ann, (a, b) = two
     out = tmp_path / "out"
     render(videos, ann, out)
-    s = render(videos, ann, out, include_hand=True)  # a cue setting: the cued outputs only
+    s = render(videos, ann, out, settings=RenderSettings(include_hand=True))  # a cue setting: the cued outputs only
     assert (s.get("stale"), s["skipped"]) == (2, 2)
-    s = render(videos, ann, out, include_hand=True, crf=23)  # a codec setting: every output
+    s = render(videos, ann, out, settings=RenderSettings(include_hand=True, crf=23))  # a codec setting: every output
     assert (s.get("stale"), s["skipped"]) == (4, 0)
     sidecar_path(output_path(out, "box", b)).unlink()  # an output of an older cuelab, or killed before its sidecar
-    s = render(videos, ann, out, include_hand=True, crf=23)
+    s = render(videos, ann, out, settings=RenderSettings(include_hand=True, crf=23))
     assert (s.get("stale"), s["skipped"]) == (1, 3)
     stored = json.loads(sidecar_path(output_path(out, "box", b)).read_text())
     assert stored["provenance"]["codec"]["crf"] == 23 and stored["provenance"]["cue_settings"]["include_hand"]

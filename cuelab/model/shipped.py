@@ -40,6 +40,37 @@ def pretrain_fingerprint(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(pretrain_settings(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def changed_settings(made: dict, cfg: ExperimentConfig) -> list[str]:
+    """The settings that differ between a checkpoint's manifest and `cfg`. A field added to the config after the
+    checkpoint was made counts only when set away from its default: a new field's default is, by the rule every
+    switch follows, the behaviour the code had before it (so the weights were made with it)."""
+    now = pretrain_settings(cfg)
+    changed = []
+    for section, values in now.items():
+        old = made.get(section)
+        if not isinstance(old, dict) or not isinstance(values, dict):
+            if old != values:
+                changed.append(section)
+            continue
+        fields = _section_fields(cfg, section)
+        for key in sorted(set(values) | set(old)):
+            if key in old and old[key] == values.get(key, object()):
+                continue
+            if key not in old and key in fields and _default(fields[key]) == values[key]:
+                continue
+            changed.append(f"{section}.{key}")
+    return changed
+
+
+def _section_fields(cfg: ExperimentConfig, section: str) -> dict:
+    node = getattr(cfg, section, None)
+    return type(node).model_fields if node is not None and hasattr(type(node), "model_fields") else {}
+
+
+def _default(field):
+    return json.loads(json.dumps(field.get_default(call_default_factory=True), default=str))
+
+
 def data_digest(files: list[Path]) -> str:
     """What the weights were trained on: the labels and the training questions, text that the same config and
     code reproduce byte for byte on any machine (the videos' bytes depend on the encoder build, so they are
@@ -91,9 +122,9 @@ def check_checkpoint(ckpt_dir: str | Path, cfg: ExperimentConfig, data_files: li
         return f"no {MANIFEST} in {ckpt_dir}"
     manifest = load_json(ckpt_dir / MANIFEST)
     if manifest.get("fingerprint") != pretrain_fingerprint(cfg):
-        now = pretrain_settings(cfg)
-        changed = [s for s in now if manifest.get("settings", {}).get(s) != now[s]]
-        return f"made with other settings (differs in: {', '.join(changed) or 'unknown'})"
+        changed = changed_settings(manifest.get("settings", {}), cfg)
+        if changed:
+            return f"made with other settings (differs in: {', '.join(changed)})"
     if data_files is not None and manifest.get("data_digest") != data_digest(data_files):
         return ("trained on other data than this run's (same settings, but the synthetic generator or the question "
                 "builder changed since it was made: rebuild it with scripts/demo_checkpoint.py)")

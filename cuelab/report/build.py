@@ -127,6 +127,7 @@ def section_data(cfg, paths) -> list[str]:
 def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
     from cuelab.pipeline import conditions_needed, dataset_files
     from cuelab.video.preview import make_preview
+    from cuelab.video.settings import RenderSettings
 
     test = paths.questions / "test.jsonl"
     if not test.exists() or not paths.videos.exists():
@@ -138,7 +139,8 @@ def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
            "(libx264, crf %d); a contact sheet and an animation per video:" % cfg.render.crf, ""]
     for vid in vids:
         try:  # make_preview refuses a video id that cannot name a file (see safe_name)
-            gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg, "test"), fig_dir / "previews")
+            gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg, "test"), fig_dir / "previews",
+                                    settings=RenderSettings.from_config(cfg.render, cfg.seed))
         except Exception as e:  # a preview is decoration: report it, keep the report
             out += [f"(preview of video {_code(vid)} failed: {_code(e)})", ""]
             continue

@@ -17,20 +17,22 @@ from PIL import Image
 from cuelab.data.something_else import VideoTracks, load_annotations
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_bytes, check_video_id
-from cuelab.video.cues import CUES, get_cue
+from cuelab.video.cues import CUES
+from cuelab.video.settings import RenderSettings
 from cuelab.video.io import Video, find_video, read_video
 
 HEADER = 22  # label strip height in pixels
 GUTTER = 4
 
 
-def cue_videos(video: Video, tracks: VideoTracks, cues: list[str], include_hand: bool = False) -> dict[str, np.ndarray]:
-    """Every frame of `video` under each cue: name -> (T, H, W', 3)."""
+def cue_videos(video: Video, tracks: VideoTracks, cues: list[str],
+               settings: RenderSettings = RenderSettings()) -> dict[str, np.ndarray]:
+    """Every frame of `video` under each cue, drawn as the renderer draws it: name -> (T, H, W', 3)."""
     out = {}
     for name in cues:
-        cue = get_cue(name, include_hand=include_hand)
+        cue = settings.cue(name)
         layout = cue.layout(tracks, video.width, video.height)
-        out[name] = np.stack([cue.draw(f, t, layout) for t, f in enumerate(video.frames)])
+        out[name] = np.stack([settings.frame(cue.draw(f, t, layout)) for t, f in enumerate(video.frames)])
     return out
 
 
@@ -109,7 +111,8 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def make_preview(videos_dir: str | Path, annotations: dict[str, VideoTracks] | str | Path, video_id: str,
-                 cues: list[str] | None, out_dir: str | Path, *, n_times: int = 4, include_hand: bool = False,
+                 cues: list[str] | None, out_dir: str | Path, *, n_times: int = 4,
+                 settings: RenderSettings = RenderSettings(),
                  min_height: int = 200, max_gif_width: int = 1200, max_gif_fps: float = 6.0) -> tuple[Path, Path]:
     """Write out_dir/preview_<id>.gif and out_dir/preview_<id>.png; returns (gif_path, png_path).
     Small frames are enlarged (nearest neighbour, to at least `min_height`) so the cues can be seen; the GIF is
@@ -123,7 +126,7 @@ def make_preview(videos_dir: str | Path, annotations: dict[str, VideoTracks] | s
     cues = list(cues) if cues else list(CUES)
     video = read_video(find_video(videos_dir, vid), vid)
     tracks = annotations[vid]
-    drawn = cue_videos(video, tracks, cues, include_hand)
+    drawn = cue_videos(video, tracks, cues, settings)
     scale = float(max(1, int(np.ceil(min_height / video.height))))
     sheet = contact_sheet(drawn, pick_times(video, tracks, n_times), scale)
     step = max(1, int(np.ceil(video.fps / max_gif_fps)))

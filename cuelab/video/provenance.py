@@ -24,7 +24,8 @@ from cuelab.data.something_else import VideoTracks
 from cuelab.digest import file_digest
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_json, load_json
-from cuelab.video.cues import Cue, get_cue
+from cuelab.video.cues import Cue
+from cuelab.video.settings import RenderSettings
 
 #: Bump when the drawing or encoding code changes the pixels of any output: every output then re-renders.
 RENDER_VERSION = 1
@@ -66,21 +67,14 @@ def tracks_digest(tracks: VideoTracks | None) -> str | None:
     return h.hexdigest()
 
 
-def codec_settings(crf: int, preset: str) -> dict:
-    """What write_video encodes with (io.write_video: libx264, yuv420p, even size, one thread)."""
-    return {"codec": "libx264", "crf": crf, "preset": preset, "pix_fmt": "yuv420p", "threads": 1,
-            "fps": "source fps as a fraction with denominator <= 1001", "size": "source, padded to even"}
-
-
-def render_provenance(source: dict, cue_name: str, tracks: VideoTracks | None, include_hand: bool, crf: int,
-                      preset: str) -> dict:
+def render_provenance(source: dict, cue_name: str, tracks: VideoTracks | None, settings: RenderSettings) -> dict:
     """The provenance one output must carry to be up to date (as it reads back from JSON, to compare equal)."""
-    cue = get_cue(cue_name, include_hand=include_hand)
+    cue = settings.cue(cue_name)
     draws = type(cue) is not Cue  # plain draws nothing: its boxes and style cannot change its pixels
     return json.loads(json.dumps({
         "render_version": RENDER_VERSION, "source": source, "cue": cue_name,
         "cue_settings": cue_settings(cue) if draws else None, "tracks": tracks_digest(tracks) if draws else None,
-        "codec": codec_settings(crf, preset)}, default=repr))
+        "codec": settings.codec()}, default=repr))
 
 
 def read_provenance(output: str | Path) -> dict | None:

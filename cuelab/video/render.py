@@ -33,11 +33,11 @@ from cuelab.errors import DataError
 from cuelab.fsutil import append_jsonl, atomic_write_json, check_video_id
 from cuelab.locks import folder_lock
 from cuelab.video.cues import get_cue
+from cuelab.video.settings import PRESET, RenderSettings  # noqa: F401 (PRESET: the default, for benchmarks)
 from cuelab.video.io import find_video, read_video, write_video
 from cuelab.video.provenance import (read_provenance, remove_output, render_provenance, source_identity,
                                      write_provenance)
 
-PRESET = "veryfast"
 
 
 def output_path(out_dir: str | Path, cue: str, video_id: str) -> Path:
@@ -67,8 +67,8 @@ def remove_stale_temps(out_dir: Path, cues: list[str], video_ids: set[str]) -> i
 
 
 def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | None, cues: list[str],
-                 out_dir: str | Path, crf: int = 18, include_hand: bool = False, preset: str = PRESET,
-                 source: dict | None = None) -> list[dict]:
+                 out_dir: str | Path, settings: RenderSettings = RenderSettings(), source: dict | None = None
+                 ) -> list[dict]:
     """Decode one video once, write every cue in `cues`, each followed by its provenance sidecar (`source`: the
     source identity the caller checked against; taken here when None). Returns one record per cue:
     {"cue", "status": "rendered" | "failed", "frames", "error"?}. Never raises for bad input."""
@@ -83,13 +83,13 @@ def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | No
             if tracks is None and name != "plain":
                 raise DataError("no box annotations for this video (only `plain` can be rendered)",
                                 video_id=video_id, field="annotations")
-            cue = get_cue(name, include_hand=include_hand)
+            cue = settings.cue(name)
             layout = cue.layout(tracks if tracks is not None else VideoTracks(video_id, {}), video.width,
                                 video.height)
             dest = output_path(out_dir, name, video_id)
-            frames = (cue.draw(f, t, layout) for t, f in enumerate(video.frames))
-            write_video(dest, frames, video.fps, crf=crf, preset=preset)
-            write_provenance(dest, render_provenance(source, name, tracks, include_hand, crf, preset), video_path)
+            frames = (settings.frame(cue.draw(f, t, layout)) for t, f in enumerate(video.frames))
+            write_video(dest, frames, settings.fps or video.fps, crf=settings.crf, preset=settings.preset)
+            write_provenance(dest, render_provenance(source, name, tracks, settings), video_path)
             past_end = 0 if tracks is None else sum(t >= video.n_frames for tr in tracks.tracks.values() for t in tr)
             out.append({"cue": name, "status": "rendered", "frames": video.n_frames, "boxes_past_end": past_end})
         except DataError as e:
@@ -104,9 +104,9 @@ def render_video(video_path: str | Path, video_id: str, tracks: VideoTracks | No
 
 def _task(args: tuple) -> tuple[str, list[dict], float]:
     """One video in a worker; also returns the CPU seconds it took (wall time misleads on shared cores)."""
-    video_id, video_path, tracks, cues, out_dir, crf, include_hand, preset, source = args
+    video_id, video_path, tracks, cues, out_dir, settings, source = args
     t0 = time.process_time()
-    results = render_video(video_path, video_id, tracks, cues, out_dir, crf, include_hand, preset, source)
+    results = render_video(video_path, video_id, tracks, cues, out_dir, settings, source)
     return video_id, results, time.process_time() - t0
 
 
@@ -129,11 +129,10 @@ def summary_path(out_dir: str | Path, shard: tuple[int, int] = (0, 1)) -> Path:
 
 
 def _plan_video(videos_dir, annotations: dict[str, VideoTracks], cues: list[str], out_dir: Path,
-                settings: tuple[int, bool, str], force: bool, vid: str) -> dict:
+                settings: RenderSettings, force: bool, vid: str) -> dict:
     """What one video needs: the cues to render (missing, stale or forced; the stale and forced outputs are
     deleted here, so a re-render that fails leaves no outdated video) and how each existing output was judged.
     A video whose source is missing keeps its outputs ("unverified": they cannot be checked) and fails the rest."""
-    crf, include_hand, preset = settings
     outs = {c: output_path(out_dir, c, vid) for c in cues}
     have = [c for c in cues if outs[c].exists()]
     plan = {"vid": vid, "todo": [c for c in cues if c not in have], "skipped": 0, "stale": 0, "forced": 0,
@@ -146,8 +145,7 @@ def _plan_video(videos_dir, annotations: dict[str, VideoTracks], cues: list[str]
     for c in have:
         if force:
             plan["forced"] += 1
-        elif read_provenance(outs[c]) != render_provenance(plan["source"], c, annotations.get(vid), include_hand,
-                                                           crf, preset):
+        elif read_provenance(outs[c]) != render_provenance(plan["source"], c, annotations.get(vid), settings):
             plan["stale"] += 1
         else:
             plan["skipped"] += 1
@@ -159,7 +157,7 @@ def _plan_video(videos_dir, annotations: dict[str, VideoTracks], cues: list[str]
 
 
 def _plan(videos_dir, annotations: dict[str, VideoTracks], cues: list[str], out_dir: Path, ids: list[str],
-          settings: tuple[int, bool, str], force: bool, workers: int,
+          settings: RenderSettings, force: bool, workers: int,
           progress: bool) -> tuple[dict, list[tuple], list[tuple]]:
     """Counts so far, the render tasks and the (video, failure records) of videos without a source. Checking a
     source reads up to 64 MiB of it (cuelab.digest), so videos are checked in `workers` threads (hashing and
@@ -178,14 +176,14 @@ def _plan(videos_dir, annotations: dict[str, VideoTracks], cues: list[str], out_
             missing.append((p["vid"], [{"cue": c, "status": "failed", "frames": 0, "error": p["error"].as_record()}
                                        for c in p["todo"]]))
         else:
-            tasks.append((p["vid"], p["path"], annotations.get(p["vid"]), p["todo"], str(out_dir), *settings,
+            tasks.append((p["vid"], p["path"], annotations.get(p["vid"]), p["todo"], str(out_dir), settings,
                           p["source"]))
     return counts, tasks, missing
 
 
 def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], cues: list[str],
-                  out_dir: str | Path, workers: int = 2, shard: tuple[int, int] = (0, 1), crf: int = 18,
-                  include_hand: bool = False, video_ids: list[str] | None = None, preset: str = PRESET,
+                  out_dir: str | Path, workers: int = 2, shard: tuple[int, int] = (0, 1),
+                  video_ids: list[str] | None = None, settings: RenderSettings = RenderSettings(),
                   progress: bool = True, force: bool = False) -> dict:
     """Render `cues` for every video of `video_ids` (default: every annotated video) in this shard, holding the
     folder's render lock for this shard (cuelab.locks.FolderBusy when another run holds it).
@@ -199,7 +197,7 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
     ids = shard_ids([check_video_id(v) for v in (video_ids if video_ids is not None else annotations)], shard)
     with folder_lock(out_dir, "render", shard):
         planned, tasks, missing = _plan(videos_dir, annotations, list(cues), out_dir, ids,
-                                        (crf, include_hand, preset), force, workers, progress)
+                                        settings, force, workers, progress)
         counts = {"rendered": 0, **planned, "failed": 0, "frames": 0, "boxes_past_end": 0, "cpu_seconds": 0.0}
         remove_stale_temps(out_dir, list(cues), {t[0] for t in tasks})
         bar = tqdm(total=len(ids), initial=len(ids) - len(tasks) - len(missing), unit="video", desc="render",
@@ -232,7 +230,7 @@ def render_videos(videos_dir: str | Path, annotations: dict[str, VideoTracks], c
         seconds = time.perf_counter() - t0
         counts["cpu_seconds"] = round(counts["cpu_seconds"], 3)
         summary = {**counts, "videos": len(ids), "cues": list(cues), "shard": list(shard), "workers": workers,
-                   "crf": crf, "force": force, "seconds": round(seconds, 3),
+                   "settings": settings.to_json(), "force": force, "seconds": round(seconds, 3),
                    "frames_per_second": round(counts["frames"] / seconds, 1) if seconds > 0 else None,
                    "out_dir": str(out_dir)}
         atomic_write_json(summary_path(out_dir, shard), summary)
