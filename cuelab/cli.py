@@ -519,6 +519,9 @@ def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test
                                            "taking the shipped checkpoints/demo-pretrained (about 5 more minutes; "
                                            "the same weights bit for bit)"),
          out: Optional[Path] = typer.Option(None, help="run folder (default: the config's output_dir)"),
+         protocol: Optional[str] = typer.Option(None, help="cuelab | first-study: run the demo under that "
+                                                "protocol (first-study: runs/demo-first-study, the study's "
+                                                "questions, prompt, cue, frames and decoding on the demo's data)"),
          set_: list[str] = typer.Option([], "--set", help="override a config field")):
     """The embedded default: synthetic data and a tiny Qwen3-VL, end to end on a CPU (configs/demo.yaml)."""
     from cuelab.config import load_config
@@ -526,7 +529,7 @@ def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / ("demo-quick.yaml" if quick else "demo.yaml")
     overrides = list(set_) + ([f"output_dir={out}"] if out else []) + (
         ["pretrain.from_checkpoint=null"] if from_scratch else [])
-    cfg = load_config(cfg_path, overrides)
+    cfg = load_config(cfg_path, overrides, protocol=protocol)
     _run_pipeline(cfg)
     console.print(f"[green]demo finished[/green]: {cfg.output_dir}")
 

@@ -376,8 +376,11 @@ def config_error(e: ValidationError, file: str | None = None, overrides: list[st
     return DataError("invalid config: " + "; ".join(f"{w or '<top>'}: {m}" for w, m in problems), file=file)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """YAML file (optional) + overrides -> validated ExperimentConfig. Errors name the file and field."""
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                protocol: str | None = None) -> ExperimentConfig:
+    """YAML file (optional) + overrides -> validated ExperimentConfig. Errors name the file and field.
+    `protocol`: run the file under that protocol instead of its own (its switch settings are dropped so the
+    protocol's values apply, sizes kept: cuelab.protocol.switch_protocol); overrides still apply last."""
     raw: dict = {}
     overrides = list(overrides or [])
     if path is not None:
@@ -389,6 +392,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise DataError(f"malformed YAML: {' '.join(str(e).split())}", file=str(path)) from e
         if not isinstance(raw, dict):
             raise DataError("config must be a mapping", file=str(path))
+    if protocol is not None:
+        from cuelab.protocol import switch_protocol
+
+        raw = switch_protocol(raw, protocol)
     raw = apply_overrides(raw, overrides)
     try:
         return ExperimentConfig.model_validate(raw)

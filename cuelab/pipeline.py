@@ -328,7 +328,8 @@ STAGES: list[Stage] = [
     Stage("data", ("data",), stage_data, inputs=data_inputs, outputs=outputs_of("dataset")),
     Stage("questions", ("questions",), stage_questions, ("data",), question_inputs, outputs=outputs_of("questions")),
     # render keeps its outputs: each video carries its own provenance and is redone when that differs
-    Stage("render", ("render.crf", "render.include_hand"), stage_render, ("data", "questions"), scope=render_scope),
+    Stage("render", ("render.crf", "render.include_hand", "render.fps", "render.even", "render.preset", "seed"),
+          stage_render, ("data", "questions"), scope=render_scope),
     Stage("model", ("model",), stage_model, ("questions",), model_inputs, outputs=outputs_of("models/tiny-init")),
     Stage("pretrain", ("pretrain", "frames_train"), stage_pretrain, ("model", "render", "questions"),
           pretrain_inputs, outputs=outputs_of("models/pretrain-run", "models/pretrained")),

@@ -77,6 +77,35 @@ def apply_protocol(raw: Any) -> Any:
     return raw
 
 
+#: switches that size a run rather than define the protocol: kept when a config is run under another protocol
+SIZES = ("questions.test_videos",)
+
+
+def _drop(raw: dict, path: str) -> None:
+    parts = path.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def switch_protocol(raw: dict, protocol: str) -> dict:
+    """A raw config run under `protocol` instead of its own: its switch settings (but SIZES) are dropped so the
+    protocol's values apply; its name and output folder get the protocol as a suffix. (`cuelab demo --protocol
+    first-study`: the demo's data, model and budgets under the study's protocol.)"""
+    if raw.get("protocol", "cuelab") == protocol:
+        return raw
+    raw = copy.deepcopy(raw)
+    for sw in SWITCHES:
+        if sw.path not in SIZES:
+            _drop(raw, sw.path)
+    raw["protocol"] = protocol
+    raw["name"] = f"{raw.get('name', 'experiment')}-{protocol}"
+    raw["output_dir"] = f"{raw.get('output_dir', 'runs/experiment')}-{protocol}"
+    return raw
+
+
 def cuelab_value(path: str):
     """A switch's cuelab value: the schema default."""
     from cuelab.config import ExperimentConfig, _jsonable
