@@ -497,19 +497,23 @@ def _run_pipeline(cfg, stages: list[str] | None = None, force: bool = False) -> 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a run folder (holding config.yaml)"),
-           set_: list[str] = typer.Option([], "--set", help="override a config field")):
+           set_: list[str] = typer.Option([], "--set", help="override a config field"),
+           compare: Optional[Path] = typer.Option(None, "--compare", help="a run folder of the other protocol on "
+                                                  "the same model: its results beside this run's")):
     """Merge every prediction file of a run (shards included) into results.json/csv and write the report."""
     from cuelab.config import load_config
     from cuelab.evaluate.metrics import format_table, write_results
     from cuelab.pipeline import RunPaths
     from cuelab.report.build import build_report
+    from cuelab.report.protocols import load_other_run
 
     cfg = load_config(run_dir / "config.yaml", set_ + [f"output_dir={run_dir}"])
     check_output_dir(run_dir, "run_dir")
+    other = load_other_run(compare, cfg) if compare is not None else None  # refused before anything is written
     paths = RunPaths(run_dir)
     if paths.predictions.exists():
         typer.echo(format_table(write_results(paths.predictions, paths.root)))
-    md, html = build_report(cfg, paths)
+    md, html = build_report(cfg, paths, compare=other)
     console.print(f"wrote {md}" + (f" and {html}" if html else ""))
 
 

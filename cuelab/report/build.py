@@ -17,6 +17,7 @@ from cuelab.fsutil import atomic_write_text, load_json, read_jsonl
 from cuelab.report.html import markdown_to_html
 
 KIND_ORDER = ["all", "object", "verb", "referential"]
+CONTROLS = ("wrong_object", "shifted")  # cues that mark the wrong place on purpose (cuelab.video.cues.CONTROLS)
 
 
 def versions() -> dict:
@@ -36,9 +37,8 @@ def versions() -> dict:
 
 def condition_order(conditions: set[str]) -> list[str]:
     """plain first, then the cues (controls last), then the blind and hint variants."""
-    controls = ("wrong_object", "shifted")
     def key(c: str):
-        return ("blind" in c, "+hint" in c, c != "plain", c.split("+")[0] in controls, c)
+        return ("blind" in c, "+hint" in c, c != "plain", c.split("+")[0] in CONTROLS, c)
     return sorted(conditions, key=key)
 
 
@@ -149,7 +149,10 @@ def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
     return out
 
 
-def _accuracy_tables(results: dict) -> list[str]:
+def _accuracy_tables(results: dict, found: dict[str, str]) -> list[str]:
+    """One table per model, headed by the checkpoint that produced its rows (`found`: protocols.checkpoints)."""
+    from cuelab.report.protocols import checkpoint_line
+
     acc = pd.DataFrame(results.get("accuracy", []))
     if acc.empty:
         return ["No predictions yet."]
@@ -169,7 +172,7 @@ def _accuracy_tables(results: dict) -> list[str]:
             row["n"] = int(r_all["n"].iloc[0]) if len(r_all) else ""
             row["failed"] = int(r_all["failed"].iloc[0]) if len(r_all) and "failed" in r_all else ""
             rows.append(row)
-        out += [f"**{model.capitalize()}**", "", md_table(pd.DataFrame(rows)), ""]
+        out += [f"**{model.capitalize()}**", "", checkpoint_line(model, found), "", md_table(pd.DataFrame(rows)), ""]
     return out
 
 
@@ -246,6 +249,8 @@ def _per_verb(paths) -> list[str]:
     verbs = {q["id"]: q.get("verb") for q in read_jsonl(test)}
     df = df[~df["failed"]].assign(verb=df["question_id"].map(verbs))
     table = df.groupby(["verb", "model", "condition"])["correct"].agg(["mean", "size"]).reset_index()
+    if table.empty:  # questions that name no verb
+        return []
     table["cell"] = table.apply(lambda r: f"{100 * r['mean']:.0f} ({int(r['size'])})", axis=1)
     wide = table.pivot_table(index="verb", columns=["model", "condition"], values="cell", aggfunc="first")
     wide.columns = [f"{m} {c}" for m, c in wide.columns]
@@ -262,9 +267,11 @@ def section_results(cfg, paths, fig_dir: Path) -> list[str]:
     out = ["## Results", "",
            f"Accuracy in percent with 95% Wilson intervals, in the first study's form: one table per model, "
            f"a row per condition. `blind` asks the same questions with no video (what text alone gives away). "
-           f"The answer is constrained to the four choices ({cfg.eval.backend} backend, rule `{cfg.eval.rule}`). "
+           f"The answer is constrained to the question's choices ({cfg.eval.backend} backend, rule `{cfg.eval.rule}`). "
            f"{results.get('questions', 0)} predictions, {results.get('failed', 0)} failed.", ""]
-    out += _accuracy_tables(results)
+    from cuelab.report.protocols import checkpoints
+
+    out += _accuracy_tables(results, checkpoints(cfg, paths))
     out += _paired_table(results)
     png = _bar_chart(results, fig_dir / "accuracy.png")
     if png:
@@ -330,16 +337,22 @@ def section_provenance(cfg, paths) -> list[str]:
             "```yaml", yaml.safe_dump(_jsonable(cfg), sort_keys=False).rstrip(), "```", ""]
 
 
-def build_report(cfg, paths) -> tuple[Path, Path | None]:
-    """Write report/report.md (+ report.html, self-contained) for the run at `paths`."""
+def build_report(cfg, paths, compare=None) -> tuple[Path, Path | None]:
+    """Write report/report.md (+ report.html, self-contained) for the run at `paths`. `compare`: a run of the
+    other protocol (protocols.load_other_run) whose results are set beside this run's."""
+    from cuelab.report.protocols import section_compare, section_protocol
+
     paths.report.mkdir(parents=True, exist_ok=True)
     fig_dir = paths.report / "figures"
-    lines = [f"# {cfg.report.title}: {cfg.name}", "",
+    lines = [f"# {cfg.report.title}: {cfg.name} (protocol `{cfg.protocol}`)", "",
              "Do visual cues (boxes, trajectories, ...) drawn on the frames help a video VLM answer questions "
              "about the marked object? Plain and cued versions of the same test videos, the same questions, "
              f"the model `{cfg.model.name_or_path if cfg.model.tiny is None else 'tiny Qwen3-VL (built locally)'}`"
              " before and after LoRA fine-tuning on plain + cued videos.", ""]
-    lines += section_results(cfg, paths, fig_dir)
+    lines += section_results(cfg, paths, fig_dir)  # first: the results (and their chart) open the report
+    lines += section_protocol(cfg)
+    if compare is not None:
+        lines += section_compare(cfg, paths, compare)
     lines += section_attention(cfg, paths)
     lines += section_data(cfg, paths)
     lines += section_previews(cfg, paths, fig_dir)
