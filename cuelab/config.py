@@ -133,7 +133,7 @@ class FramesConfig(Section):
 
         return FrameSpec(fps=self.fps, min_frames=self.min_frames, max_frames=self.max_frames,
                          total_pixels=self.total_pixels, max_pixels_per_frame=self.max_pixels_per_frame,
-                         min_pixels_per_frame=self.min_pixels_per_frame)
+                         min_pixels_per_frame=self.min_pixels_per_frame, rule=self.rule)
 
 
 class TinyModelConfig(Section):

@@ -145,4 +145,5 @@ def test_sample_frames_returns_frames_with_their_metadata():
     md = s.video_metadata()
     assert md.fps == 12.0 and md.total_num_frames == 48 and list(md.frames_indices) == s.indices
     short = sample_frames(Video(smooth_frames(n=3), 12.0, "s.mp4"), FrameSpec(min_frames=4))
-    assert short.n == 4 and short.indices[-1] == 2, "a short clip repeats its last frame up to min_frames"
+    # a clip shorter than min_frames shows frames twice, spread evenly (each at its true time), not the last one
+    assert short.indices == [0, 1, 1, 2] and short.video_metadata().frames_indices == [0, 1, 1, 2]

@@ -48,9 +48,43 @@ _STARTED_KEYS: dict[str, str] = {}  # base URL -> API key of the servers start_s
 
 def video_metadata(frames) -> dict:
     """The metadata vLLM's Qwen3-VL processor needs for pre-sampled frames (timestamps from the indices)."""
-    return {"total_num_frames": int(frames.total_frames), "fps": float(frames.source_fps),
-            "width": int(frames.width), "height": int(frames.height), "duration": float(frames.duration),
-            "frames_indices": [int(i) for i in frames.indices], "do_sample_frames": False}
+    return {**frames.metadata_fields(), "do_sample_frames": False}
+
+
+def server_video(frames, frames_cfg) -> tuple[str | None, dict]:
+    """What a server request carries for `frames`: (a data URL to send instead of the video's file URL, or None;
+    the request's media_io_kwargs / mm_processor_kwargs). Rule fps: the server decodes the file, asked for
+    sample_frames' count (the same linspace indices). Rule first_study_vllm: vLLM 0.32's loaders cannot pick the
+    study's indices (0.11 truncated a linspace that 0.32's Qwen3-VL loader rounds) nor write 0.11's timestamps,
+    so the chosen frames go in the request (vLLM's "video/jpeg" frame list; each frame PNG, which vLLM opens by
+    its content: no JPEG loss) with the same metadata as the offline path."""
+    if frames_cfg.rule != "first_study_vllm":
+        return None, {"media_io_kwargs": {"video": {"fps": frames_cfg.fps, "min_frames": frames.n,
+                                                    "max_frames": frames.n}}}
+    if "server_video" not in frames.extra:  # encoded once per video, not once per request
+        import base64
+        import io
+
+        from PIL import Image
+
+        parts = []
+        for f in frames.frames:
+            buf = io.BytesIO()
+            Image.fromarray(f).save(buf, format="PNG", compress_level=1)
+            parts.append(base64.b64encode(buf.getvalue()).decode())
+        frames.extra["server_video"] = "data:video/jpeg;base64," + ",".join(parts)
+    meta = frames.metadata_fields()
+    # num_frames: vLLM keeps only that many of the list; total_num_frames may not be below the count sent (a
+    # 3-frame clip goes as 4, its temporal-patch repeat included)
+    video = {"num_frames": frames.n, "fps": meta["fps"], "frames_indices": meta["frames_indices"],
+             "total_num_frames": max(meta["total_num_frames"], frames.n), "duration": meta["duration"]}
+    return frames.extra["server_video"], {"media_io_kwargs": {"video": video},
+                                          "mm_processor_kwargs": {"do_resize": False}}
+
+
+def _with_video_url(msgs, url):
+    return [{**m, "content": [{"type": "video_url", "video_url": {"url": url}} if c.get("type") == "video_url"
+                              else c for c in m["content"]]} if isinstance(m["content"], list) else m for m in msgs]
 
 
 def _round(xs):
@@ -227,11 +261,10 @@ class VLLMBackend:
         choices = [str(c) for c in q["choices"]]
         conts = choice_token_ids(self.processor, q, with_end=True)
         common = {"model": model, "temperature": 0.0, "seed": self.cfg.seed, "return_token_ids": True}
-        if frames is not None:
-            # the server decodes the file itself: ask for exactly the frames sample_frames chose (same count
-            # -> the same linspace indices)
-            common["media_io_kwargs"] = {"video": {"fps": self.cfg.frames_eval.fps, "min_frames": frames.n,
-                                                   "max_frames": frames.n}}
+        if frames is not None:  # exactly the frames sample_frames chose (see server_video)
+            url, kwargs = server_video(frames, self.cfg.frames_eval)
+            common.update(kwargs)
+            msgs = _with_video_url(msgs, url) if url else msgs
         gen = self._post("/v1/chat/completions", {
             **common, "messages": msgs, "max_tokens": max(len(c) for c in conts) * 4 + 4, "logprobs": True,
             "top_logprobs": self.top_logprobs, "return_tokens_as_token_ids": True,

@@ -31,12 +31,16 @@ TEMPORAL_PATCH = 2
 class StudyEvalFrames:
     """indices: source frame indices in the order the model saw them (the temporal-patch repeat included);
     prompt_seconds: the time vLLM wrote before each temporal patch; source_seconds: the true time of each patch
-    (mean of its two frames); sampled_by: "loader" (64 kept by vLLM) or "processor" (2 fps by transformers)."""
+    (mean of its two frames); sampled_by: "loader" (64 kept by vLLM) or "processor" (2 fps by transformers);
+    stamp_indices, stamp_fps: the frame metadata (`frames_indices`, `fps`) from which a Qwen3-VL processor writes
+    prompt_seconds (index / fps, averaged per temporal patch), one index a frame of `indices`."""
 
     indices: list[int]
     prompt_seconds: list[float]
     source_seconds: list[float]
     sampled_by: str
+    stamp_indices: list[int]
+    stamp_fps: float
 
 
 def _patch_means(values: list[float], patch: int) -> list[float]:
@@ -70,4 +74,5 @@ def study_eval_frames(total_frames: int, source_fps: float = 12.0, num_frames: i
     indices = indices + indices[-1:] * pad
     stamp_idx = stamp_idx + stamp_idx[-1:] * pad
     return StudyEvalFrames(indices, _patch_means([i / stamp_fps for i in stamp_idx], temporal_patch),
-                           _patch_means([i / source_fps for i in indices], temporal_patch), by)
+                           _patch_means([i / source_fps for i in indices], temporal_patch), by,
+                           [int(i) for i in stamp_idx], float(stamp_fps))

@@ -204,6 +204,18 @@ class FrameSpec:
     min_pixels_per_frame: int = 32 * 32
     factor: int = 32  # patch 16 x spatial merge 2
     temporal_patch: int = 2
+    # "fps": sample_indices (fps within min/max frames). "first_study_vllm": the frames the first study's vLLM 0.11
+    # server gave Qwen3-VL (cuelab.video.first_study_frames; fps and min/max frames unused, the pixel settings
+    # apply); its `timestamps` are "prompt" (the times vLLM 0.11 wrote, 6x too large on clips it resampled: what
+    # the study's model read) or "source" (the true times)
+    rule: str = "fps"
+    timestamps: str = "prompt"
+
+    def __post_init__(self):
+        if self.rule not in ("fps", "first_study_vllm"):
+            raise ValueError(f"unknown frame rule {self.rule!r} (fps, first_study_vllm)")
+        if self.timestamps not in ("prompt", "source"):
+            raise ValueError(f"unknown timestamps {self.timestamps!r} (prompt, source)")
 
 
 @dataclass
@@ -220,6 +232,9 @@ class SampledFrames:
     resized_height: int
     video_id: str = ""
     extra: dict = field(default_factory=dict)
+    # what the processor is told (its frame timestamps are index / fps); None: the source's (indices, source_fps)
+    meta_indices: list[int] | None = None
+    meta_fps: float | None = None
 
     @property
     def n(self) -> int:
@@ -242,12 +257,20 @@ class SampledFrames:
         """(sx, sy): multiply original-frame pixel coordinates by these to get resized-frame coordinates."""
         return self.resized_width / self.width, self.resized_height / self.height
 
+    def metadata_fields(self) -> dict:
+        """The video metadata every processor path gets (transformers, vLLM offline and server): the prompt's
+        frame timestamps are frames_indices / fps, averaged per temporal patch."""
+        idx = self.indices if self.meta_indices is None else self.meta_indices
+        fps = self.source_fps if self.meta_fps is None else self.meta_fps
+        return {"total_num_frames": int(self.total_frames), "fps": float(fps), "width": int(self.width),
+                "height": int(self.height), "duration": float(self.duration),
+                "frames_indices": [int(i) for i in idx]}
+
     def video_metadata(self):
-        """transformers' VideoMetadata for `do_sample_frames=False` (fps is the source fps, indices explicit)."""
+        """transformers' VideoMetadata for `do_sample_frames=False` (indices explicit)."""
         from transformers.video_utils import VideoMetadata
 
-        return VideoMetadata(total_num_frames=self.total_frames, fps=self.source_fps, width=self.width,
-                             height=self.height, duration=self.duration, frames_indices=list(self.indices))
+        return VideoMetadata(**self.metadata_fields())
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -266,8 +289,9 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 
 
 def sample_indices(total_frames: int, source_fps: float, spec: FrameSpec) -> list[int]:
-    """Evenly spaced frame indices at spec.fps, clamped to [min_frames, max_frames], rounded to a multiple of
-    the temporal patch (the last index repeats when the video is shorter than min_frames)."""
+    """Evenly spaced frame indices at spec.fps, clamped to [min_frames, max_frames], rounded down to a multiple
+    of the temporal patch. A clip of fewer frames than that count shows frames more than once, spread evenly
+    (rounded linspace: 3 frames -> [0, 1, 1, 2]), so each sampled frame keeps its true time."""
     duration = total_frames / source_fps
     n = int(round(duration * spec.fps))
     n = max(spec.min_frames, min(spec.max_frames, n))
@@ -275,11 +299,27 @@ def sample_indices(total_frames: int, source_fps: float, spec: FrameSpec) -> lis
     return [int(round(x)) for x in np.linspace(0, total_frames - 1, n)]
 
 
+def _study_indices(video: Video, spec: FrameSpec, video_id: str) -> tuple[list[int], dict]:
+    """first_study_vllm: the study's indices (with its temporal-patch repeat, so no processor pads again) and,
+    for prompt timestamps, the metadata that makes the processor write vLLM 0.11's times."""
+    from cuelab.video.first_study_frames import study_eval_frames
+
+    try:
+        r = study_eval_frames(video.n_frames, video.fps, temporal_patch=spec.temporal_patch)
+    except ValueError as e:
+        raise VideoError(f"frames rule first_study_vllm: {e}", file=video.path, video_id=video_id) from e
+    return r.indices, {"meta_indices": r.stamp_indices, "meta_fps": r.stamp_fps} if spec.timestamps == "prompt" else {}
+
+
 def sample_frames(video: Video | str | Path, spec: FrameSpec, video_id: str = "") -> SampledFrames:
     """THE frame-sampling function: training, both evaluation backends and attention all call this."""
     if not isinstance(video, Video):
         video = read_video(video, video_id or None)
-    idx = sample_indices(video.n_frames, video.fps, spec)
+    video_id = video_id or Path(video.path).stem
+    if spec.rule == "first_study_vllm":
+        idx, more = _study_indices(video, spec, video_id)
+    else:
+        idx, more = sample_indices(video.n_frames, video.fps, spec), {}
     per_frame = spec.max_pixels_per_frame
     if spec.total_pixels:
         per_frame = min(per_frame, spec.total_pixels // len(idx))
@@ -290,4 +330,4 @@ def sample_frames(video: Video | str | Path, spec: FrameSpec, video_id: str = ""
         frames = np.stack([cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA) for f in frames])
     return SampledFrames(frames=np.ascontiguousarray(frames), indices=idx, source_fps=video.fps,
                          total_frames=video.n_frames, width=video.width, height=video.height,
-                         resized_width=rw, resized_height=rh, video_id=video_id or Path(video.path).stem)
+                         resized_width=rw, resized_height=rh, video_id=video_id, **more)
