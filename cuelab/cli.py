@@ -531,7 +531,10 @@ def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test
     from cuelab.config import load_config
 
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / ("demo-quick.yaml" if quick else "demo.yaml")
-    overrides = list(set_) + ([f"output_dir={out}"] if out else []) + (
+    # under another protocol the pretrained model is another one too (its own prompt and questions)
+    shipped = [f"pretrain.from_checkpoint=checkpoints/demo-{protocol}-pretrained"] if protocol not in (
+        None, "cuelab") and not quick else []
+    overrides = shipped + list(set_) + ([f"output_dir={out}"] if out else []) + (
         ["pretrain.from_checkpoint=null"] if from_scratch else [])
     cfg = load_config(cfg_path, overrides, protocol=protocol)
     _run_pipeline(cfg)

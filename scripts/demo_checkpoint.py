@@ -4,6 +4,7 @@ sections; step budget, fixed torch threads), then plain + blind scoring of the r
 
     python scripts/demo_checkpoint.py            # pretrain and write checkpoints/demo-pretrained/
     python scripts/demo_checkpoint.py --check    # pretrain again elsewhere; exit 1 unless the weights are identical
+    python scripts/demo_checkpoint.py --protocol first-study   # checkpoints/demo-first-study-pretrained/
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ PLAIN_ONLY = ["render.cues=[plain]", "train.conditions={plain: 1.0}", "eval.cond
               "attention.conditions=[plain]", "pretrain.from_checkpoint=null"]
 
 
-def pretrain(config: Path, work: Path, overrides: list[str]):
+def pretrain(config: Path, work: Path, overrides: list[str], protocol: str | None = None):
     """Run the pipeline up to `pretrain` in `work`; returns (cfg, paths, seconds)."""
     from cuelab.config import load_config
     from cuelab.pipeline import RunPaths, run_pipeline
 
-    cfg = load_config(config, overrides + PLAIN_ONLY + [f"output_dir={work}"])
+    cfg = load_config(config, overrides + PLAIN_ONLY + [f"output_dir={work}"], protocol=protocol)
     t0 = time.time()
     run_pipeline(cfg, stages=["data", "questions", "render", "model", "pretrain"])
     return cfg, RunPaths(work), time.time() - t0
@@ -58,13 +59,16 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", type=Path, default=ROOT / "configs" / "demo.yaml")
-    ap.add_argument("--out", type=Path, default=ROOT / "checkpoints" / "demo-pretrained")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: checkpoints/demo-pretrained, or demo-<protocol>-pretrained with --protocol")
+    ap.add_argument("--protocol", default=None, help="make it under this protocol (cuelab demo --protocol ...)")
     ap.add_argument("--work", type=Path, default=None, help="run folder (default: a temporary one)")
     ap.add_argument("--check", action="store_true", help="pretrain again and compare with --out bit for bit")
     ap.add_argument("--set", action="append", default=[], help="config override (key=value)")
     a = ap.parse_args(argv)
     work = a.work or Path(tempfile.mkdtemp(prefix="demo-pretrain-"))
-    cfg, paths, seconds = pretrain(a.config, work, a.set)
+    a.out = a.out or ROOT / "checkpoints" / (f"demo-{a.protocol}-pretrained" if a.protocol else "demo-pretrained")
+    cfg, paths, seconds = pretrain(a.config, work, a.set, a.protocol)
     model = paths.models / "pretrained"
     if a.check:
         why = check_checkpoint(a.out, cfg, pretrain_data(cfg, paths))
@@ -80,6 +84,7 @@ def main(argv=None) -> int:
         return 0 if same else 1
     summary = load_json(paths.models / "pretrain-run" / "train_summary.json")
     extra = {"made_with": f"python scripts/demo_checkpoint.py --config {a.config.name}"
+                          + (f" --protocol {a.protocol}" if a.protocol else "")
                           + "".join(f" --set {s}" for s in a.set),
              "pretrain": {k: summary[k] for k in ("steps", "samples", "seconds", "final_loss")},
              "threads": cfg.pretrain.threads, "pipeline_seconds": round(seconds, 1), "accuracy": score(cfg, paths)}
