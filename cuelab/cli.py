@@ -503,7 +503,7 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (holding confi
     """Merge every prediction file of a run (shards included) into results.json/csv and write the report."""
     from cuelab.config import load_config
     from cuelab.evaluate.metrics import format_table, write_results
-    from cuelab.pipeline import RunPaths
+    from cuelab.run_layout import RunPaths
     from cuelab.report.build import build_report
     from cuelab.report.protocols import load_other_run
 

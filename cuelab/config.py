@@ -321,11 +321,12 @@ class ExperimentConfig(Section):
             node = self
             for part in s.split("."):
                 node = getattr(node, part)
-            payload[s] = _jsonable(node)
+            payload[s] = jsonable(node)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _jsonable(v):
+def jsonable(v):
+    """A config value (section, model or plain) as plain JSON data: what fingerprints and reports read."""
     if isinstance(v, BaseModel):
         return json.loads(v.model_dump_json())
     return json.loads(json.dumps(v, default=str))
@@ -406,4 +407,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
     from cuelab.fsutil import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(_jsonable(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(jsonable(cfg), sort_keys=False))

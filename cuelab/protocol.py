@@ -108,20 +108,20 @@ def switch_protocol(raw: dict, protocol: str) -> dict:
 
 def cuelab_value(path: str):
     """A switch's cuelab value: the schema default."""
-    from cuelab.config import ExperimentConfig, _jsonable
+    from cuelab.config import ExperimentConfig, jsonable
 
-    return _get(_jsonable(ExperimentConfig()), path)
+    return _get(jsonable(ExperimentConfig()), path)
 
 
 def protocol_rows(cfg) -> list[dict]:
     """One row per switch: its cuelab value, the study's, this run's, and whether this run follows the study."""
-    from cuelab.config import _jsonable
+    from cuelab.config import jsonable
 
-    run = _jsonable(cfg)
+    run = jsonable(cfg)
     rows = []
     for sw in SWITCHES:
         value = _get(run, sw.path)
-        study = _jsonable(sw.study)
+        study = jsonable(sw.study)
         rows.append({"switch": sw.path, "cuelab": cuelab_value(sw.path), "first_study": study, "run": value,
                      "as_study": value == study, "why": sw.why})
     return rows

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cuelab.config import load_config
 from cuelab.fsutil import write_jsonl
-from cuelab.pipeline import RunPaths
+from cuelab.run_layout import RunPaths
 from cuelab.report.build import build_report, condition_order
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cuelab.cli import app
 from cuelab.config import load_config, save_config
 from cuelab.fsutil import write_jsonl
-from cuelab.pipeline import RunPaths
+from cuelab.run_layout import RunPaths
 from cuelab.report.build import build_report
 from cuelab.report.protocols import load_other_run
 from tests.test_cli_errors import fails_in_one_line

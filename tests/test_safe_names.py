@@ -188,7 +188,7 @@ def test_report_keeps_an_id_shaped_like_an_image_link_as_text(tmp_path):
 
     from cuelab.config import load_config
     from cuelab.fsutil import write_jsonl
-    from cuelab.pipeline import RunPaths
+    from cuelab.run_layout import RunPaths
     from cuelab.report.build import build_report
 
     Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "secret.png")

@@ -125,7 +125,7 @@ def section_data(cfg, paths) -> list[str]:
 
 
 def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
-    from cuelab.pipeline import conditions_needed, dataset_files
+    from cuelab.run_layout import conditions_needed, dataset_files
     from cuelab.video.preview import make_preview
     from cuelab.video.settings import RenderSettings
 
@@ -329,12 +329,12 @@ def section_problems(paths) -> list[str]:
 def section_provenance(cfg, paths) -> list[str]:
     import yaml
 
-    from cuelab.config import _jsonable
+    from cuelab.config import jsonable
 
     v = versions()
     return ["## Config and versions", "",
             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val), "",
-            "```yaml", yaml.safe_dump(_jsonable(cfg), sort_keys=False).rstrip(), "```", ""]
+            "```yaml", yaml.safe_dump(jsonable(cfg), sort_keys=False).rstrip(), "```", ""]
 
 
 def build_report(cfg, paths, compare=None) -> tuple[Path, Path | None]:

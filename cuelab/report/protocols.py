@@ -62,7 +62,7 @@ def checkpoints(cfg, paths) -> dict[str, str]:
     """Model name -> the checkpoint the pipeline's eval stage scored under that name (cuelab.pipeline): the
     pretrained rows are the fine-tuned rows' own base model. Empty when no eval stage ran in the folder (its
     predictions came from `cuelab eval`, which may have been given any model)."""
-    from cuelab.pipeline import base_model_path, finetuned_model
+    from cuelab.run_layout import base_model_path, finetuned_model
 
     if not (paths.stages / "eval.json").exists():
         return {}
@@ -97,7 +97,7 @@ class OtherRun:
 def load_other_run(other: Path, cfg) -> OtherRun:
     """The run `--compare` names: a DataError naming its config unless it is a run of the other protocol on the
     same model (a difference between the two would otherwise not be the protocol's)."""
-    from cuelab.config import _jsonable, load_config
+    from cuelab.config import jsonable, load_config
 
     other = Path(other)
     cfg_file = other / "config.yaml"
@@ -106,7 +106,7 @@ def load_other_run(other: Path, cfg) -> OtherRun:
         raise DataError(f"protocol is {ocfg.protocol!r}, as this run's: --compare needs a run of the other protocol",
                         file=str(cfg_file), field="protocol")
     for field in ("name_or_path", "tiny"):
-        mine, theirs = _jsonable(getattr(cfg.model, field)), _jsonable(getattr(ocfg.model, field))
+        mine, theirs = jsonable(getattr(cfg.model, field)), jsonable(getattr(ocfg.model, field))
         if mine != theirs:
             raise DataError(f"{json.dumps(theirs)} differs from this run's {json.dumps(mine)}: --compare needs both "
                             "protocols measured on the same model", file=str(cfg_file), field=f"model.{field}")
@@ -180,7 +180,7 @@ def _model_tables(model: str, acc: dict, comp: dict, conds: dict) -> list[str]:
 
 
 def section_compare(cfg, paths, other: OtherRun) -> list[str]:
-    from cuelab.pipeline import RunPaths
+    from cuelab.run_layout import RunPaths
     from cuelab.protocol import STUDY_CUE, protocol_rows
 
     out = ["## Both protocols side by side", ""]
