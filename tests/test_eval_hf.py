@@ -278,3 +278,55 @@ def test_evaluate_python_entry_adapter_and_base_in_one_pass(eval_data, tmp_path)
     assert np.allclose([r["scores"] for r in solo], [r["scores"] for r in base], atol=1e-3)
     comp = summary["results"]["comparisons"]
     assert any(c["model"] == "finetuned" and c["vs_model"] == "pretrained" for c in comp)
+
+
+def test_first_study_prompt_scores_choice_and_end_token(tiny):
+    """Under model.prompt first_study the choices are scored as today: choice + <|im_end|> (the newline the study
+    trained on after the end token is not part of the answer), on the study's prompt; fast path = reference."""
+    from cuelab.model.prompt import PromptSpec, answer_token_ids
+
+    model, processor = tiny
+    frames, spec = _frames(), PromptSpec(style="first_study")
+    scorer = HFScorer(model, processor, spec)
+    prepared = scorer.prepare(QUESTIONS, frames)
+    study_prompt = build_inputs(processor, QUESTIONS[0], frames, spec=spec)["input_ids"][0]
+    assert torch.equal(prepared["items"][0]["input_ids"], study_prompt)
+    assert not torch.equal(study_prompt, build_inputs(processor, QUESTIONS[0], frames)["input_ids"][0])
+    results = scorer.score(prepared)
+    for q, fast in zip(QUESTIONS, results):
+        ref = reference_scores(model, processor, q, frames, spec=spec)
+        _close(fast, ref)
+        assert fast.n_tokens == [len(answer_token_ids(processor, c)) for c in q["choices"]]
+
+
+def test_duplicate_choice_strings_are_one_answer(tiny, tmp_path):
+    """A question whose choices repeat a string (the first study's questions do) is scored, not failed: the
+    distinct strings are scored, both copies get their string's score, the pick is right when its string is the
+    answer's (whichever copy answer_index names)."""
+    from cuelab.config import ExperimentConfig
+    from cuelab.evaluate.run import evaluate
+
+    model, processor = tiny
+    q = {"id": "d1", "video": "v1", "kind": "object", "question": "putting _____ into box",
+         "choices": ["comb", "pen", "comb", "cup"], "answer": "comb", "answer_index": 2}
+    scorer = HFScorer(model, processor)
+    prepared = scorer.prepare([q], _frames())
+    assert prepared["items"][0]["texts"] == ["comb", "pen", "cup"]
+    assert len(scorer.score(prepared)[0].scores) == 3
+    # end to end (blind): every rule, not failed; scores per choice with the copies equal
+    from cuelab.model.tiny import build_tiny_model
+
+    path, model_dir = tmp_path / "q.jsonl", tmp_path / "tiny"
+    path.write_text(json.dumps(q) + "\n")
+    build_tiny_model(model_dir, small_test_config())
+    for rule in ("sum", "greedy", "sampled"):
+        out = tmp_path / rule
+        cfg = ExperimentConfig.model_validate({"eval": {"rule": rule}})
+        summary = evaluate(cfg, model_dir, None, "pretrained", path, None, out, ["blind"], True, False,
+                           progress=False)
+        assert summary["scored"] == 1 and summary["failed"] == 0, rule
+        rec = read_predictions(out / "predictions" / "pretrained__blind.jsonl")[0]
+        assert rec["scores"][0] == rec["scores"][2] and len(rec["scores"]) == 4
+        picked = q["choices"][rec["choice_index"]]
+        assert rec["choice_index"] == q["choices"].index(picked)  # the first copy of the picked string
+        assert rec["correct"] == (picked == "comb")

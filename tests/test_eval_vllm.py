@@ -5,6 +5,7 @@ first-answer-token log-probs and choice scores match (float32). Skipped cleanly 
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -276,3 +277,74 @@ def test_vllm_server_frame_counts_need_per_request_media_kwargs(eval_data, vllm_
         assert seen[1] == seen[2]
         differ += seen[0] != seen[1]
     assert differ >= 1, "the server-wide frame settings alone give sample_frames' counts: drop the flag"
+
+
+# --- eval.rule: sampled (the first study's decoding) ----------------------------------------------------------------
+
+def _sampled_cfg(prompt="cuelab", **sampling):
+    from cuelab.config import ExperimentConfig
+
+    return ExperimentConfig.model_validate({"model": {"prompt": prompt},
+                                            "eval": {"rule": "sampled", "sampling": sampling}})
+
+
+def _check_sampled(recs, questions, constrained=True):
+    by_id = {q["id"]: q for q in questions}
+    for r in recs:
+        q = by_id[r["question_id"]]
+        assert r["rule"] == "sampled" and r["backend"] == "vllm" and not r.get("failed")
+        assert r["constrained"] is constrained and r["sampling_seed"] == 3407 + zlib.crc32(q["id"].encode())
+        if constrained:  # the choice grammar: always one of the choices
+            assert q["choices"][r["choice_index"]] == r["text"]
+        assert r["correct"] == (r["choice_index"] >= 0 and q["choices"][r["choice_index"]] == q["answer"])
+
+
+def test_vllm_server_sampled_rule(eval_data, vllm_server, tmp_path):  # noqa: F811
+    """The study's sampling on the server: answers are choices under the grammar, the same seed gives the same
+    answers twice, and free text at a high temperature can miss every choice: wrong, not failed. The prompt is
+    the study's (model.prompt first_study), token for token the one transformers builds."""
+    from cuelab.evaluate.predictions import prompt_ids_sha
+    from cuelab.evaluate.run import evaluate
+    from cuelab.model.load import load_processor
+    from cuelab.model.prompt import PromptSpec, build_inputs
+
+    url, videos, n = vllm_server["url"], vllm_server["videos"], N_QUESTIONS // 2
+    cfg = _sampled_cfg("first_study", temperature=1.0)
+    for run in ("a", "b"):
+        summary = evaluate(cfg, eval_data["model"], None, "pretrained", eval_data["questions"], videos,
+                           tmp_path / run, ["plain"], True, False, backend="vllm", vllm_server=url, limit=n,
+                           progress=False)
+        assert summary["scored"] == 2 * n and summary["failed"] == 0
+    for cond in ("plain", "blind"):
+        a = read_predictions(tmp_path / "a" / "predictions" / f"pretrained__{cond}.jsonl")
+        b = read_predictions(tmp_path / "b" / "predictions" / f"pretrained__{cond}.jsonl")
+        _check_sampled(a, eval_data["test"])
+        assert [(r["question_id"], r["text"]) for r in a] == [(r["question_id"], r["text"]) for r in b]
+        assert all(len(r["scores"]) == 4 for r in a)  # the choices' log-likelihoods come along
+    processor, by_id = load_processor(eval_data["model"]), {q["id"]: q for q in eval_data["test"]}
+    for r in read_predictions(tmp_path / "a" / "predictions" / "pretrained__blind.jsonl"):
+        ids = build_inputs(processor, by_id[r["question_id"]], None, spec=PromptSpec("first_study"))["input_ids"][0]
+        assert r["prompt_ids_sha"] == prompt_ids_sha(ids.tolist())
+    free = _sampled_cfg(temperature=2.0, constrained=False)  # (the server takes temperatures up to 2)
+    summary = evaluate(free, eval_data["model"], None, "pretrained", eval_data["questions"], videos,
+                       tmp_path / "free", [], True, False, backend="vllm", vllm_server=url, limit=n,
+                       progress=False)
+    assert summary["scored"] == n and summary["failed"] == 0
+    recs = read_predictions(tmp_path / "free" / "predictions" / "pretrained__blind.jsonl")
+    _check_sampled(recs, eval_data["test"], constrained=False)
+    assert any(r["choice_index"] == -1 and not r["correct"] for r in recs)
+
+
+def test_offline_vllm_sampled_rule(eval_data, vllm_env, tmp_path):  # noqa: F811
+    """The study's sampling in the offline engine: constrained answers are choices, seeded per question."""
+    from cuelab.evaluate.run import evaluate
+
+    n = N_QUESTIONS // 2
+    summary = evaluate(_sampled_cfg(temperature=1.0), eval_data["model"], None, "pretrained",
+                       eval_data["questions"], eval_data["videos"], tmp_path, ["plain"], True, False,
+                       backend="vllm", limit=n, progress=False)
+    assert summary["scored"] == 2 * n and summary["failed"] == 0
+    for cond in ("plain", "blind"):
+        recs = read_predictions(tmp_path / "predictions" / f"pretrained__{cond}.jsonl")
+        assert len(recs) == n
+        _check_sampled(recs, eval_data["test"])

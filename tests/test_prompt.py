@@ -6,6 +6,7 @@ import torch
 
 from cuelab.errors import DataError
 from cuelab.model.prompt import (IGNORE_INDEX, build_inputs, build_messages, choice_token_ids, prompt_text)
+from cuelab.model.prompt import PromptSpec, prompt_spec
 from cuelab.model.tiny import build_processor, build_tiny, qwen_tokenizer_from_files, small_test_config
 from cuelab.video.io import FrameSpec, Video, sample_frames
 from tests.conftest import fixture_path
@@ -94,3 +95,73 @@ def test_blind_hint_order_and_system(tiny_processor):
 def test_bad_question_record_names_the_field(tiny_processor):
     with pytest.raises(DataError, match="choices"):
         build_inputs(tiny_processor, {"video": "v9", "question": "x _____"}, None)
+
+
+# --- the first study's prompt and training target (model.prompt: first_study) -----------------------------------
+
+STUDY_Q = {"id": "57082-object-0", "video": "57082", "kind": "object", "question": "putting _____ into box",
+           "choices": ["comb", "child's toy", "comb", "pen"], "answer": "comb", "answer_index": 0}
+# what the study's annotate.py wrote as the human turn for this question (its f-string, evaluated by hand)
+STUDY_HUMAN = ("<video>\nLook at the video, and then fill in the blank accordingly from one of the given choices "
+               "Only output the correct answer. \nputting _____ into box. \nChoices: ['comb', \"child's toy\", "
+               "'comb', 'pen']")
+
+
+def _study_user_content(value: str) -> list[dict]:
+    """The study's trainer (qwenvl/data/data_processor.py) turned the human value into content items this way:
+    split at <video>, the video item in its place, each other non-blank piece stripped."""
+    import re
+
+    out = []
+    for seg in re.split(r"(<video>)", value):
+        if seg == "<video>":
+            out.append({"type": "video"})
+        elif seg.strip():
+            out.append({"type": "text", "text": seg.strip()})
+    return out
+
+
+def test_first_study_prompt_is_the_studys_text():
+    spec = PromptSpec(style="first_study")
+    msgs = build_messages(STUDY_Q, with_video=True, spec=spec)
+    # one user message, video first, no system message: what measure.py sent and the trainer built
+    assert msgs == [{"role": "user", "content": _study_user_content(STUDY_HUMAN)}]
+    assert msgs[0]["content"][1]["text"] == (
+        "Look at the video, and then fill in the blank accordingly from one of the given choices Only output the "
+        "correct answer. \nputting _____ into box. \nChoices: ['comb', \"child's toy\", 'comb', 'pen']")
+    # the cuelab style is another text (and stays the default)
+    assert build_messages(STUDY_Q, with_video=True)[0]["content"][1]["text"].startswith("putting _____ into box\n")
+    with pytest.raises(TypeError, match="not both"):
+        build_messages(STUDY_Q, True, hint=True, spec=spec)
+
+
+def test_first_study_labels_cover_answer_end_token_and_newline():
+    """Under first_study the labels are the tokens the study's trainer labelled: from two tokens after
+    `assistant` up to one past <|im_end|> of the full conversation, i.e. answer + <|im_end|> + newline."""
+    processor = build_processor(qwen_tokenizer_from_files(fixture_path("qwen-tokenizer")))
+    spec = PromptSpec(style="first_study")
+    out = build_inputs(processor, STUDY_Q, None, answer="child's toy", spec=spec)
+    ids, labels = out["input_ids"][0].tolist(), out["labels"][0].tolist()
+    answer_ids = processor.tokenizer("child's toy", add_special_tokens=False)["input_ids"]
+    assert ids[out["answer_start"]:] == answer_ids + [151645, 198]  # ... <|im_end|> "\n"
+    # the study's rule on the whole conversation through the chat template gives the same ids and labels
+    conv = build_messages(STUDY_Q, False, spec=spec) + [{"role": "assistant", "content": "child's toy"}]
+    full = processor.tokenizer(processor.apply_chat_template(conv, tokenize=False))["input_ids"]
+    study = [IGNORE_INDEX] * len(full)
+    start = full.index(77091) + 2  # "assistant", "\n"
+    end = full.index(151645, start)
+    study[start:end + 2] = full[start:end + 2]
+    assert full == ids and study == labels
+    # the cuelab style's target is unchanged: answer + <|im_end|>
+    cue = build_inputs(processor, STUDY_Q, None, answer="child's toy")
+    assert cue["input_ids"][0, cue["answer_start"]:].tolist() == answer_ids + [151645]
+    # scoring reads choice + <|im_end|> in both styles
+    assert choice_token_ids(processor, STUDY_Q, with_end=True)[1] == answer_ids + [151645]
+
+
+def test_prompt_spec_from_config():
+    from cuelab.config import ExperimentConfig
+
+    cfg = ExperimentConfig.model_validate({"protocol": "first-study", "model": {"system_prompt": "Be brief."}})
+    assert prompt_spec(cfg) == PromptSpec("first_study", False, False, "Be brief.")
+    assert prompt_spec(ExperimentConfig(), hint=True) == PromptSpec("cuelab", True, False, None)

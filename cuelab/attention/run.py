@@ -71,13 +71,12 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
                      ExperimentConfig, plain_sinks: list | None, per_head: bool):
     """(record, rows, frames, boxes) for one question in one condition."""
     from cuelab.attention.collect import attention_to_video
-    from cuelab.model.prompt import build_inputs
+    from cuelab.model.prompt import build_inputs, prompt_spec
     from cuelab.video.io import find_video, sample_frames
 
     spec, acfg, vid = cfg.frames_eval.spec(), cfg.attention, q["video"]
     frames = sample_frames(find_video(Path(videos_root) / condition, vid), spec, vid)
-    inputs = build_inputs(processor, q, frames, hint=cfg.eval.hint, question_first=cfg.model.question_first,
-                          system_prompt=cfg.model.system_prompt)
+    inputs = build_inputs(processor, q, frames, spec=prompt_spec(cfg, hint=cfg.eval.hint))
     vp = processor.video_processor
     grid = G.VideoGrid.from_thw(inputs["video_grid_thw"][0], vp.patch_size, vp.merge_size, vp.temporal_patch_size)
     G.check_grid(grid, frames)

@@ -20,18 +20,25 @@ Fast path, one video at a time (all its questions together):
 Several videos go through steps 1-3 together (`score_many`): one vision call, one batched prefix, one forward
 for all their rows (on a GPU the per-video launch overhead is most of the time at one video a call).
 `reference_scores` (one full forward per choice through the model's own forward) is what the tests compare with.
+
+`rule="sampled"` (the first study's decoding, `sample_answer`): generate() with vLLM's sampling settings (a
+presence-penalty processor, temperature, top-k, top-p, seeded per question), confined to the choices' token paths
+by `prefix_allowed_tokens_fn` when constrained. A choice string that appears twice is one answer: `prepare`
+scores the distinct strings.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 
-from cuelab.model.prompt import build_inputs, choice_token_ids, end_token_id
+from cuelab.evaluate.predictions import distinct_choices
+from cuelab.model.prompt import PromptSpec, build_inputs, choice_token_ids, end_token_id, resolve_spec
 
 
 @dataclass
@@ -234,13 +241,14 @@ def _register_shared_prefix_attention() -> None:
 class HFScorer:
     """Scores the choices of the questions of one video with a (possibly PEFT-wrapped) Qwen3-VL.
 
-    `model` is in eval mode; `processor` its processor. Prompts come from cuelab.model.prompt.build_inputs."""
+    `model` is in eval mode; `processor` its processor. Prompts come from cuelab.model.prompt.build_inputs with
+    `spec` (or the cuelab style with `question_first` / `system_prompt`); the hint is chosen per prepare()."""
 
-    def __init__(self, model, processor, question_first: bool = False, system_prompt: str | None = None,
-                 vision_cache: VisionCache | None = None, max_greedy_tokens: int = 48, pack_choices: bool = False,
-                 shared_prefix: bool = True):
+    def __init__(self, model, processor, spec: PromptSpec | None = None, vision_cache: VisionCache | None = None,
+                 max_greedy_tokens: int = 48, pack_choices: bool = False, shared_prefix: bool = True,
+                 question_first: bool = False, system_prompt: str | None = None):
         self.model, self.processor = model, processor
-        self.question_first, self.system_prompt = question_first, system_prompt
+        self.spec = resolve_spec(spec, question_first=question_first, system_prompt=system_prompt)
         self.vision_cache = vision_cache if vision_cache is not None else VisionCache()
         self.events: list | None = None  # set to a list to record (stage, start, end) CUDA events (benchmarks)
         self.max_greedy_tokens = max_greedy_tokens
@@ -263,15 +271,33 @@ class HFScorer:
         items, pixels = [], None
         processor = video_processed_once(self.processor)
         device = self.device if self.device.type == "cuda" else None
+        spec = dataclasses.replace(self.spec, hint=hint)
         for q in questions:
-            inp = build_inputs(processor, q, frames, hint=hint, question_first=self.question_first,
-                               system_prompt=self.system_prompt, device=device)
+            inp = build_inputs(processor, q, frames, device=device, spec=spec)
             if frames is not None and pixels is None:
                 pixels = (inp["pixel_values_videos"].to(self.dtype), inp["video_grid_thw"].cpu())
+            # a choice string that appears twice is one answer: its distinct strings are scored (`back` maps them
+            # to the question's choices); the prompt still shows the choices as the question has them
+            texts, back = distinct_choices([str(c) for c in q["choices"]])
             items.append({"input_ids": inp["input_ids"][0], "mm_token_type_ids": inp["mm_token_type_ids"][0],
-                          "choices": choice_token_ids(self.processor, q, with_end=True),
-                          "texts": [str(c) for c in q["choices"]]})
+                          "choices": choice_token_ids(self.processor, {"choices": texts}, with_end=True),
+                          "texts": texts, "back": back})
         return {"items": items, "pixels": pixels}
+
+    def sample(self, prepared: dict, sampling, seeds: list[int]) -> list[tuple[str, list[int]]]:
+        """(text, token ids) sampled for every question of one prepared video (`eval.rule: sampled`), from the
+        prepared inputs; constrained to the question's distinct choices when `sampling.constrained`."""
+        tok = getattr(self.processor, "tokenizer", self.processor)
+        out = []
+        for it, seed in zip(prepared["items"], seeds):
+            ids = it["input_ids"][None]
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                      "mm_token_type_ids": it["mm_token_type_ids"][None]}
+            if prepared["pixels"] is not None:
+                inputs["pixel_values_videos"], inputs["video_grid_thw"] = prepared["pixels"]
+            out.append(sample_answer(self.model, inputs, sampling, seed, self.end_id, tok,
+                                     it["choices"] if sampling.constrained else None))
+        return out
 
     # -- model pieces ----------------------------------------------------------------------------------------------
     @property
@@ -580,20 +606,82 @@ class HFScorer:
         return bytes(dec[c] for c in tokenizer.convert_ids_to_tokens(tok))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The first study's decoding (`eval.rule: sampled`): sampling as vLLM's sampler does it, through generate().
+# ---------------------------------------------------------------------------------------------------------------
+
+def _presence_penalty_processor(penalty: float, prompt_len: int):
+    from transformers import LogitsProcessor
+
+    class PresencePenalty(LogitsProcessor):
+        """vLLM's presence penalty: `penalty` off the logit of every token the output already holds (the prompt
+        is not counted). Runs after the choice constraint (a masked -inf stays -inf) and before temperature,
+        top-k and top-p, in vLLM's order."""
+
+        def __call__(self, input_ids, scores):
+            out = input_ids[:, prompt_len:]
+            if out.shape[1] == 0:
+                return scores
+            seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, out, True)
+            return scores - penalty * seen.to(scores.dtype)
+
+    return PresencePenalty()
+
+
+def choice_trie(conts: list[list[int]]) -> dict[tuple, list[int]]:
+    """Generated prefix -> the tokens that keep it on some choice's token path (each path ends in <|im_end|>)."""
+    nxt: dict[tuple, set] = {}
+    for c in conts:
+        for t in range(len(c)):
+            nxt.setdefault(tuple(c[:t]), set()).add(int(c[t]))
+    return {k: sorted(v) for k, v in nxt.items()}
+
+
+@torch.no_grad()
+def sample_answer(model, inputs: dict, sampling, seed: int, end_id: int, tokenizer,
+                  conts: list[list[int]] | None = None) -> tuple[str, list[int]]:
+    """One answer drawn with `sampling` (a SamplingConfig: temperature, top_p, top_k, presence and repetition
+    penalty, max_tokens; temperature 0 = greedy) from a generator seeded with `seed` (the global RNG is left as
+    it was). With `conts` (each choice's tokens + <|im_end|>) only those token paths can be drawn
+    (`prefix_allowed_tokens_fn`); without, free text. Returns (text without the end token, generated ids)."""
+    n = inputs["input_ids"].shape[1]
+    kw = dict(do_sample=sampling.temperature > 0, max_new_tokens=sampling.max_tokens, eos_token_id=end_id,
+              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_id,
+              repetition_penalty=sampling.repetition_penalty)
+    if kw["do_sample"]:  # vLLM's top_k -1 / 0 and top_p 1 mean off, as in transformers with 0 and 1.0
+        kw.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=max(0, sampling.top_k))
+    procs = [_presence_penalty_processor(sampling.presence_penalty, n)] if sampling.presence_penalty else []
+    if conts is not None:
+        trie = choice_trie(conts)
+        kw["prefix_allowed_tokens_fn"] = lambda _b, ids: trie.get(tuple(ids[n:].tolist()), [end_id])
+    dev = next(unwrap(model).parameters()).device
+    from transformers import LogitsProcessorList
+
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        out = model.generate(**{k: v.to(dev) for k, v in inputs.items()}, logits_processor=LogitsProcessorList(procs),
+                             **kw)
+    toks = [int(t) for t in out[0, n:].tolist()]
+    body = toks[:-1] if toks and toks[-1] == end_id else toks
+    return tokenizer.decode(body, skip_special_tokens=True, clean_up_tokenization_spaces=False), toks
+
+
 @torch.no_grad()
 def reference_scores(model, processor, question: dict, frames=None, hint: bool = False, question_first=False,
-                     system_prompt=None) -> ChoiceResult:
-    """The slow path: one full forward per choice (prompt + choice + <|im_end|>) through the model's own
-    forward; the fast path must give the same scores."""
+                     system_prompt=None, *, spec: PromptSpec | None = None) -> ChoiceResult:
+    """The slow path: one full forward per choice (prompt + choice + <|im_end|>, whatever the training target of
+    the style) through the model's own forward; the fast path must give the same scores."""
+    prompt = build_inputs(processor, question, frames, spec=resolve_spec(spec, hint, question_first, system_prompt))
+    start = prompt["input_ids"].shape[1]
+    dev = next(unwrap(model).parameters()).device
     scores, n_tok = [], []
-    for choice in question["choices"]:
-        inp = build_inputs(processor, question, frames, answer=str(choice), hint=hint,
-                           question_first=question_first, system_prompt=system_prompt)
-        start, labels = inp.pop("answer_start"), inp.pop("labels")
-        dev = next(unwrap(model).parameters()).device
+    for cont in choice_token_ids(processor, question, with_end=True):
+        tgt = torch.tensor([cont], dtype=prompt["input_ids"].dtype)
+        inp = {**prompt, "input_ids": torch.cat([prompt["input_ids"], tgt], 1),
+               "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(tgt)], 1),
+               "mm_token_type_ids": torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(tgt)], 1)}
         logits = model(**{k: v.to(dev) for k, v in inp.items()}).logits[0].float()
         lp = torch.log_softmax(logits[start - 1:-1], -1)
-        tgt = labels[0, start:].to(dev)
-        scores.append(float(lp[torch.arange(len(tgt)), tgt].sum()))
-        n_tok.append(len(tgt))
+        scores.append(float(lp[torch.arange(len(cont)), tgt[0].to(dev)].sum()))
+        n_tok.append(len(cont))
     return ChoiceResult(scores, [s / n for s, n in zip(scores, n_tok)], n_tok)

@@ -8,6 +8,7 @@ here (the vLLM worker imports it from its own venv).
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 from cuelab.errors import DataError
@@ -105,13 +106,51 @@ def agreement(a: list[dict], b: list[dict], key: str = "greedy_index", tol: floa
             "logprobs_within_tol": bool(lp) and max(lp) <= tol}
 
 
+def distinct_choices(choices: list[str]) -> tuple[list[str], list[int]]:
+    """A choice string that appears twice is one answer (the first study's questions repeat some): the distinct
+    strings in first-appearance order, and for each choice the position of its string among them. Backends score
+    the distinct strings; `expand` gives each choice its string's value."""
+    distinct = list(dict.fromkeys(choices))
+    return distinct, [distinct.index(c) for c in choices]
+
+
+def expand(values: list | None, back: list[int]) -> list | None:
+    """Per-distinct-string values -> per-choice values (`back` from distinct_choices)."""
+    return [values[j] for j in back] if values is not None else None
+
+
+def match_choice(text: str, choices: list[str]) -> int:
+    """Generated text scored by exact match after stripping: the first position of that choice string, -1 when
+    it is no choice (counted wrong, not failed)."""
+    text = text.strip()
+    return choices.index(text) if text in choices else -1
+
+
+def sample_seed(base: int, question_id) -> int:
+    """The seed of one question's sampled answer: `eval.sampling.seed` plus a stable offset from the question id,
+    so a rerun, a resumed run and either backend draw each question with the same seed, whatever the order."""
+    return int(base) + zlib.crc32(str(question_id).encode("utf-8"))
+
+
+def is_correct(question: dict, choice_index: int | None) -> bool:
+    """The picked choice's string equals the answer's (with a repeated choice string, either copy is right);
+    a record without its choices compares positions."""
+    ch, a = question.get("choices"), question.get("answer_index")
+    if not isinstance(choice_index, int) or not isinstance(a, int) or choice_index < 0:
+        return False
+    if not isinstance(ch, list):
+        return choice_index == a
+    return bool(choice_index < len(ch) and 0 <= a < len(ch) and ch[choice_index] == ch[a])
+
+
 def record(question: dict, model: str, condition: str, scores: list[float] | None = None,
            mean_scores: list[float] | None = None, choice_index: int | None = None, error: str | None = None,
            **extra) -> dict:
-    """One prediction line (DESIGN.md): failed questions carry `failed` and `error` and no scores."""
+    """One prediction line (DESIGN.md): failed questions carry `failed` and `error` and no scores;
+    `choice_index` -1 is a generated text that matched no choice (wrong, not failed)."""
     rec = {"question_id": question["id"], "model": model, "condition": condition,
            "choice_index": choice_index, "scores": scores, "mean_scores": mean_scores,
-           "correct": bool(choice_index is not None and choice_index == question.get("answer_index")),
+           "correct": is_correct(question, choice_index),
            "kind": question.get("kind"), "video": question.get("video")}
     if error is not None:
         rec.update(failed=True, error=error)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from cuelab.config import ExperimentConfig
 from cuelab.errors import DataError
-from cuelab.evaluate.predictions import (BLIND, PredictionFile, condition_name, predictions_path, prompt_ids_sha,
-                                         record)
+from cuelab.evaluate.predictions import (BLIND, PredictionFile, condition_name, expand, match_choice,
+                                         predictions_path, prompt_ids_sha, record, sample_seed)
 from cuelab.fsutil import read_jsonl
 from cuelab.locks import folder_lock
 from cuelab.model.data import check_question_names
@@ -73,8 +73,6 @@ def check_question(q: dict) -> str | None:
     ch = q.get("choices")
     if not isinstance(ch, list) or len(ch) < 2 or not all(isinstance(c, str) and c for c in ch):
         return "field 'choices': must be a list of at least 2 non-empty strings"
-    if len(set(ch)) != len(ch):
-        return "field 'choices': duplicate choices"
     if not isinstance(q.get("answer_index"), int) or not 0 <= q["answer_index"] < len(ch):
         return "field 'answer_index': not an index into choices"
     if not isinstance(q.get("question"), str):
@@ -256,6 +254,7 @@ class HFBackend:
 
         from cuelab.evaluate.hf import HFScorer, VisionCache, vision_is_adapted
         from cuelab.model.load import load_model
+        from cuelab.model.prompt import prompt_spec
         from cuelab.model.speed import batch_vision_attention
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -277,8 +276,9 @@ class HFBackend:
         on_gpu = torch.device(device).type == "cuda"
         self.chunk = max(1, cfg.eval.videos_per_call if on_gpu else 1)
         self.workers = max(6 if on_gpu else self.workers, self.chunk)
-        self.scorer = HFScorer(self.model, self.processor, question_first=cfg.model.question_first,
-                               system_prompt=cfg.model.system_prompt, vision_cache=VisionCache(size=2 * self.chunk))
+        self.sampling = cfg.eval.sampling
+        self.scorer = HFScorer(self.model, self.processor, prompt_spec(cfg),
+                               vision_cache=VisionCache(size=2 * self.chunk))
 
     def prepare(self, job):
         v, vid, cond, qs, frames = job
@@ -299,15 +299,34 @@ class HFBackend:
             with ctx:
                 results = self.scorer.score_many([jobs[j][5] for j in js], keys, greedy=self.rule == "greedy",
                                                  first_logprobs=True)
-            for j, res in zip(js, results):
-                qs, prepared = jobs[j][3], jobs[j][5]
-                out[j] = [record(q, v.model, v.label, _round(r.scores), _round(r.mean_scores), r.choice(self.rule),
-                                 rule=self.rule, backend="hf", answer_index=q.get("answer_index"),
-                                 **({"greedy_index": r.greedy_index} if r.greedy_index is not None else {}),
-                                 prompt_tokens=len(it["input_ids"]), prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
-                                 first_logprobs=_top(self.scorer.grammar_logprobs(r.first_logprobs, it["texts"])))
-                          for q, r, it in zip(qs, res, prepared["items"])]
+                # the study's decoding: one sampled answer per question besides the scores (which cost one
+                # forward of the choice rows)
+                drawn = [self.scorer.sample(jobs[j][5], self.sampling, [sample_seed(self.sampling.seed, q["id"])
+                                                                         for q in jobs[j][3]])
+                         if self.rule == "sampled" else None for j in js]
+            for j, res, dr in zip(js, results, drawn):
+                qs, items = jobs[j][3], jobs[j][5]["items"]
+                out[j] = [self._record(v, q, r, it, dr[k] if dr else None)
+                          for k, (q, r, it) in enumerate(zip(qs, res, items))]
         return out
+
+    def _record(self, v, q, r, it, drawn):
+        """One prediction line: scores per choice (a repeated choice string gets its string's score), the pick
+        mapped back to the question's choices (the first copy of the picked string)."""
+        back, texts = it["back"], it["texts"]
+        extra = {"greedy_index": q["choices"].index(texts[r.greedy_index])} if r.greedy_index is not None else {}
+        if drawn is not None:
+            text, tokens = drawn
+            pick = match_choice(text, q["choices"])
+            extra.update(text=text, tokens=tokens, sampling_seed=sample_seed(self.sampling.seed, q["id"]),
+                         constrained=self.sampling.constrained)
+        else:
+            c = r.choice(self.rule)  # None: greedy decoding ran out of tokens before a choice was complete
+            pick = None if c is None else q["choices"].index(texts[c])
+        return record(q, v.model, v.label, _round(expand(r.scores, back)), _round(expand(r.mean_scores, back)), pick,
+                      rule=self.rule, backend="hf", answer_index=q.get("answer_index"), **extra,
+                      prompt_tokens=len(it["input_ids"]), prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
+                      first_logprobs=_top(self.scorer.grammar_logprobs(r.first_logprobs, texts)))
 
 
 def make_backend(cfg, backend, model_path, adapter, server, device, videos_root):

@@ -13,9 +13,13 @@ Per question: one constrained generation (`greedy_index`: vLLM's choice grammar,
 first-token log-probs are under that grammar), and the log-likelihood of each choice (+ `<|im_end|>`): offline
 one forced token at a time (`allowed_token_ids`, raw log-prob), on a server from prompt log-probs of the
 answer turn. The records hold the same `scores` and `mean_scores` as the hf backend; `cfg.eval.rule` picks the
-answer. Known vLLM 0.32 (CPU) limits worked around here: base and LoRA requests go in separate `generate` calls
-(a mixed batch mis-applied the adapter to base rows), and prompt log-probs fail in an engine with LoRA enabled
-(so a server started with an adapter can give greedy answers but not `scores`).
+answer. `eval.rule: sampled` (the first study's decoding) replaces the temperature-0 generation by one drawn
+with `eval.sampling` (temperature, top_p, top_k, presence / repetition penalty, max_tokens, a seed per question),
+under the choice grammar when `constrained`, scored by exact match (-1: no choice). A choice string that appears
+twice is one answer: the distinct strings are scored. Known vLLM 0.32 (CPU) limits worked around here: base
+and LoRA requests go in separate `generate` calls (a mixed batch mis-applied the adapter to base rows), and
+prompt log-probs fail in an engine with LoRA enabled (so a server started with an adapter can give greedy or
+sampled answers but not `scores`).
 
 Imports only numpy / transformers / vllm and light cuelab modules: it runs inside the vLLM venv.
 """
@@ -35,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cuelab.errors import DataError
-from cuelab.evaluate.predictions import prompt_ids_sha, record
-from cuelab.model.prompt import build_messages, choice_token_ids, end_token_id, prompt_text
+from cuelab.evaluate.predictions import distinct_choices, expand, match_choice, prompt_ids_sha, record, sample_seed
+from cuelab.model.prompt import build_messages, choice_token_ids, end_token_id, prompt_spec, prompt_text
 
 LORA_NAME = "adapter"
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,8 +140,26 @@ class VLLMBackend:
 
     # -- requests --------------------------------------------------------------------------------------------------
     def _prompt(self, q, frames, hint):
-        mc = self.cfg.model
-        return prompt_text(self.processor, q, frames is not None, hint, mc.question_first, mc.system_prompt)
+        return prompt_text(self.processor, q, frames is not None, spec=prompt_spec(self.cfg, hint))
+
+    def _choices(self, q):
+        """A choice string that appears twice is one answer: the distinct strings and their tokens + <|im_end|>
+        (the prompt still shows the choices as the question has them)."""
+        distinct = distinct_choices([str(c) for c in q["choices"]])[0]
+        return distinct, choice_token_ids(self.processor, {"choices": distinct}, with_end=True)
+
+    def _decoding(self, q, choices, conts) -> tuple[dict, list | None]:
+        """(sampling settings, the choice grammar's strings or None) of a question's answer request: the choice
+        grammar at temperature 0 (rules sum/mean/greedy), or the first study's decoding (rule sampled:
+        eval.sampling, the seed offset per question; the grammar only when constrained)."""
+        if self.rule != "sampled":
+            greedy = {"temperature": 0.0, "max_tokens": max(len(c) for c in conts) * 4 + 4, "seed": self.cfg.seed}
+            return greedy, choices
+        s = self.cfg.eval.sampling
+        return ({"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
+                 "presence_penalty": s.presence_penalty, "repetition_penalty": s.repetition_penalty,
+                 "seed": sample_seed(s.seed, q["id"]), "max_tokens": s.max_tokens},
+                choices if s.constrained else None)
 
     def _offline_inputs(self, text_or_ids, frames):
         key = "prompt" if isinstance(text_or_ids, str) else "prompt_token_ids"
@@ -163,13 +185,12 @@ class VLLMBackend:
             use_lora = lora if (v.adapter and lora is not None) else None
             for q in qs:
                 text = self._prompt(q, frames, v.hint)
-                choices = [str(c) for c in q["choices"]]
-                conts = choice_token_ids(self.processor, q, with_end=True)
+                choices, conts = self._choices(q)
+                decoding, grammar = self._decoding(q, choices, conts)
                 gen_inputs.append(self._offline_inputs(text, frames))
                 gen_params.append(SamplingParams(
-                    temperature=0.0, max_tokens=max(len(c) for c in conts) * 4 + 4,
-                    logprobs=self.top_logprobs, seed=self.cfg.seed,
-                    structured_outputs=StructuredOutputsParams(choice=choices)))
+                    **decoding, logprobs=self.top_logprobs,
+                    structured_outputs=StructuredOutputsParams(choice=grammar) if grammar else None))
                 gen_lora.append(use_lora)
                 # log p(c[t] | prompt + c[:t]) one token at a time: the token is forced (allowed_token_ids) and
                 # its raw log-prob (before that mask) returned. (prompt_logprobs would do it in one request, but
@@ -215,26 +236,35 @@ class VLLMBackend:
                 out[i] = r
         return out
 
-    def _record(self, v, q, choices, conts, sums, completion, prompt_ids):
+    def _record(self, v, q, distinct, conts, sums, completion, prompt_ids):
+        """One prediction line: scores of the distinct choice strings given to each choice that repeats one; the
+        pick is the first copy of the picked string (sampled: the generated text, exact match, -1 for none)."""
+        choices = [str(c) for c in q["choices"]]
+        back = [distinct.index(c) for c in choices]
         text = completion.text
-        greedy = choices.index(text) if text in choices else None
         means = [s / len(c) for s, c in zip(sums, conts)] if sums is not None else None
+        sums, means = expand(sums, back), expand(means, back)
         first = {}
         if completion.logprobs:  # first answer token, log-probs under the choice grammar (renormalised)
             first = {str(t): round(float(lp.logprob), 6) for t, lp in completion.logprobs[0].items()}
-        extra = {"greedy_index": greedy, "text": text, "tokens": list(completion.token_ids),
-                 "prompt_tokens": len(prompt_ids), "prompt_ids_sha": prompt_ids_sha(prompt_ids),
-                 "first_logprobs": first}
-        rule = self.rule if sums is not None else "greedy"
-        return record(q, v.model, v.label, _round(sums), _round(means), _pick(sums, means, greedy, rule), rule=rule,
-                      backend="vllm", answer_index=q.get("answer_index"), **extra)
+        extra = {"text": text, "tokens": list(completion.token_ids), "prompt_tokens": len(prompt_ids),
+                 "prompt_ids_sha": prompt_ids_sha(prompt_ids), "first_logprobs": first}
+        if self.rule == "sampled":
+            rule, pick = "sampled", match_choice(text, choices)
+            extra.update(sampling_seed=sample_seed(self.cfg.eval.sampling.seed, q["id"]),
+                         constrained=self.cfg.eval.sampling.constrained)
+        else:
+            greedy = choices.index(text) if text in choices else None
+            rule = self.rule if sums is not None else "greedy"
+            pick, extra["greedy_index"] = _pick(sums, means, greedy, rule), greedy
+        return record(q, v.model, v.label, _round(sums), _round(means), pick, rule=rule, backend="vllm",
+                      answer_index=q.get("answer_index"), **extra)
 
     # -- server ----------------------------------------------------------------------------------------------------
     def _messages(self, q, cond, vid, hint, with_video):
         from cuelab.video.io import find_video
 
-        mc = self.cfg.model
-        msgs = build_messages(q, with_video, hint, mc.question_first, mc.system_prompt)
+        msgs = build_messages(q, with_video, spec=prompt_spec(self.cfg, hint))
         if with_video:
             url = "file://" + str(find_video(self.videos_root / cond, vid).resolve())
             for m in msgs:
@@ -258,17 +288,16 @@ class VLLMBackend:
     def _score_one_server(self, v, vid, cond, q, frames):
         model = LORA_NAME if (v.adapter and self.adapter) else "base"
         msgs = self._messages(q, cond, vid, v.hint, frames is not None)
-        choices = [str(c) for c in q["choices"]]
-        conts = choice_token_ids(self.processor, q, with_end=True)
+        choices, conts = self._choices(q)
         common = {"model": model, "temperature": 0.0, "seed": self.cfg.seed, "return_token_ids": True}
+        decoding, grammar = self._decoding(q, choices, conts)
         if frames is not None:  # exactly the frames sample_frames chose (see server_video)
             url, kwargs = server_video(frames, self.cfg.frames_eval)
             common.update(kwargs)
             msgs = _with_video_url(msgs, url) if url else msgs
         gen = self._post("/v1/chat/completions", {
-            **common, "messages": msgs, "max_tokens": max(len(c) for c in conts) * 4 + 4, "logprobs": True,
-            "top_logprobs": self.top_logprobs, "return_tokens_as_token_ids": True,
-            "structured_outputs": {"choice": choices}})
+            **common, **decoding, "messages": msgs, "logprobs": True, "top_logprobs": self.top_logprobs,
+            "return_tokens_as_token_ids": True, **({"structured_outputs": {"choice": grammar}} if grammar else {})})
         prompt_ids = gen.get("prompt_token_ids") or []
         if self.adapter:  # prompt log-probs fail in a LoRA-enabled vLLM 0.32 engine: greedy answers only
             return self._record(v, q, choices, conts, None, _ServerCompletion(gen["choices"][0]), prompt_ids)

@@ -18,7 +18,7 @@ import numpy as np
 
 from cuelab.errors import DataError
 from cuelab.fsutil import append_jsonl, read_jsonl, safe_name
-from cuelab.model.prompt import IGNORE_INDEX, build_inputs
+from cuelab.model.prompt import IGNORE_INDEX, PromptSpec, build_inputs
 
 REQUIRED = ("id", "video", "question", "choices", "answer")
 
@@ -145,10 +145,10 @@ class FrameCache:
 class SampleEncoder:
     """Sample -> processor inputs with labels (THE prompt builder); bad videos reported and skipped."""
 
-    def __init__(self, processor, frames: FrameCache, question_first: bool = False, system_prompt=None,
+    def __init__(self, processor, frames: FrameCache, spec: PromptSpec | None = None,
                  errors_path: str | Path | None = None):
         self.processor, self.frames = processor, frames
-        self.question_first, self.system_prompt = question_first, system_prompt
+        self.spec = spec or PromptSpec()  # the prompt and training target (cuelab.model.prompt.prompt_spec)
         self.errors_path = Path(errors_path) if errors_path else None
         self.bad: set = set()
         self._lock = threading.Lock()  # encoder threads share the bad-video set and the error file
@@ -167,8 +167,7 @@ class SampleEncoder:
                                                      "stage": "train"}])
                 self.bad.add(key)
             return None
-        return build_inputs(self.processor, q, frames, answer=q["answer"], question_first=self.question_first,
-                            system_prompt=self.system_prompt)
+        return build_inputs(self.processor, q, frames, answer=q["answer"], spec=self.spec)
 
 
 def collate(items: list[dict], pad_id: int) -> dict:

@@ -28,6 +28,7 @@ from cuelab.config import ExperimentConfig, TrainConfig
 from cuelab.errors import DataError
 from cuelab.fsutil import append_jsonl, atomic_write_json, load_json, read_jsonl, write_jsonl
 from cuelab.model.data import FrameCache, SampleEncoder, batches, epoch_order, load_questions, mix, select
+from cuelab.model.prompt import prompt_spec
 
 LM_LAYERS = r"model\.language_model\.layers\.\d+\..*"
 
@@ -374,7 +375,7 @@ def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_mode
     plans = _phase_plan(questions, tc, world)
     total, phase_steps, phase_secs = _budgets(plans, tc)
     frames = FrameCache(videos_root, cfg.frames_train.spec())
-    encoder = SampleEncoder(processor, frames, cfg.model.question_first, cfg.model.system_prompt,
+    encoder = SampleEncoder(processor, frames, prompt_spec(cfg),
                             errors_path=out / "errors.jsonl" if is_main else None)
     pad_id = processor.tokenizer.pad_token_id
 
