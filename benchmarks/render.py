@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import append_results, markdown_table  # noqa: E402
 from cuelab.config import SyntheticConfig  # noqa: E402
-from cuelab.data.something_else import VideoTracks, load_annotations  # noqa: E402
+from cuelab.data.something_else import load_annotations  # noqa: E402
+from cuelab.tracks import VideoTracks  # noqa: E402
 from cuelab.video.cues import CUES  # noqa: E402
 from cuelab.video.io import find_video, read_video, write_video  # noqa: E402
 from cuelab.video.render import _init_worker, _pool_context, render_video, render_videos  # noqa: E402
@@ -276,7 +277,7 @@ def pool_start() -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=60, help="synthetic clips (>= 50 for the recorded table)")
     ap.add_argument("--size", default="160x120", help="synthetic clips' WxH (the demo's is 160x120; SSv2's 427x240)")
@@ -290,7 +291,11 @@ def main() -> None:
     ap.add_argument("--no-acceptance", action="store_true")
     ap.add_argument("--scaling-only", action="store_true", help="only the 1 vs 2 workers run on the acceptance "
                     "workload (a few minutes)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
     # this process measures the paired CPU costs and runs the 1-worker renders (in-process): give it a pool
     # worker's configuration (OpenCV single-threaded), or OpenCV's own threads would add CPU time to the paired
     # costs and a second core to the "1 worker" baseline

@@ -56,3 +56,8 @@ def json_digest(obj) -> str:
     import json
 
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stable_int(*parts: object) -> int:
+    """A seed part from strings that does not change between Python runs (unlike hash())."""
+    return int(hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:15], 16)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cuelab.data.something_else import VideoTracks, load_annotations, save_annotations
+from cuelab.data.something_else import load_annotations, save_annotations
 from cuelab.errors import DataError
+from cuelab.tracks import VideoTracks
 from cuelab.video.cues import CUES, decoy_offset, get_cue
 from cuelab.video.palette import HAND_COLOR, slot_color
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cuelab.data.something_else import VideoTracks, parse_video
+from cuelab.data.something_else import parse_video
 from cuelab.errors import DataError
+from cuelab.tracks import VideoTracks
 from cuelab.video.cues import STUDY_COLORS, get_cue
 from cuelab.video.first_study_codec import STUDY_FPS, crop_even
 from cuelab.video.io import read_video, write_video

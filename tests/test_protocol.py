@@ -76,7 +76,7 @@ def test_cuelab_questions_protocol_first_study_on_the_real_labels(tmp_path):
 
 def test_render_settings_carry_the_run_seed_to_the_study_cue():
     from cuelab.config import RenderConfig
-    from cuelab.data.something_else import VideoTracks
+    from cuelab.tracks import VideoTracks
     from cuelab.video.settings import RenderSettings
 
     tracks = VideoTracks("7", {str(i): {0: (1.0, 1.0, 9.0, 9.0)} for i in range(4)})

@@ -16,8 +16,9 @@ from cuelab.cli import app
 from cuelab.config import QuestionsConfig
 from cuelab.data.normalize import BLANK, clean_placeholder, contains, in_question, noise_reason, normalize, overlaps, words
 from cuelab.data.questions import RECORD_KEYS, build_questions, parse_template, read_inputs, write_questions
-from cuelab.data.something_else import VideoTracks, load_annotations, save_annotations
+from cuelab.data.something_else import load_annotations, save_annotations
 from cuelab.data.ssv2 import LabelEntry, load_labels, save_labels
+from cuelab.tracks import VideoTracks
 from cuelab.video.palette import SLOT_COLORS, slot_color_name
 from tests.conftest import fixture_path
 

@@ -17,8 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cuelab.cli import app
-from cuelab.data.something_else import VideoTracks, load_annotations, save_annotations
+from cuelab.data.something_else import load_annotations, save_annotations
 from cuelab.fsutil import read_jsonl
+from cuelab.tracks import VideoTracks
 from cuelab.video.io import read_video, write_video
 from cuelab.video.provenance import sidecar_path
 from cuelab.video.render import output_path, render_videos, shard_ids, summary_path

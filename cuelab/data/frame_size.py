@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from cuelab.data.something_else import VideoTracks
 from cuelab.errors import DataError
+from cuelab.tracks import VideoTracks
 from cuelab.video.io import find_video
 
 _FRAME_EXTS = (".jpg", ".jpeg", ".png")

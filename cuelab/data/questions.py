@@ -31,11 +31,12 @@ from tqdm import tqdm
 from cuelab.config import QuestionsConfig
 from cuelab.data.frame_size import clip_to_frames
 from cuelab.data.normalize import BLANK, clean_placeholder, contains, in_question, noise_reason, normalize, overlaps, words
-from cuelab.data.something_else import VideoTracks, load_annotations, object_slot
+from cuelab.data.something_else import load_annotations
 from cuelab.data.split import N_CHOICES, place_answers, sanity_counts, sha256_bytes, split_videos, stable_int, summarize
 from cuelab.data.ssv2 import LabelEntry, parse_label_entry
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_bytes, atomic_write_json, load_json
+from cuelab.tracks import VideoTracks, object_slot
 from cuelab.video.palette import slot_color_name
 
 RECORD_KEYS = ("id", "video", "kind", "question", "choices", "answer", "answer_index", "template", "verb", "label",
@@ -261,89 +262,135 @@ def _object_names(tracks: VideoTracks, names: list[str], max_chars: int) -> dict
     return out
 
 
+@dataclass
+class _Video:
+    """What every question kind of one video reads: the label entry, its parsed template, its tracks, the
+    vocabularies and the video's own generator (shared in order: object, verb, referential), plus the
+    counters of what was left out (`drops`) and where distractors came from (`sources`)."""
+
+    entry: LabelEntry
+    names: list[str]
+    tracks: VideoTracks | None
+    info: TemplateInfo
+    rng: np.random.Generator
+    colors: dict[str, str]
+    video_names: list[tuple[str, ...]]
+    objects: ObjectVocab
+    verbs: VerbVocab
+    cfg: QuestionsConfig
+    drops: dict[str, Counter]
+    sources: dict[str, Counter]
+
+    def record(self, kind: str, k: int, question: str, answer: str, picked: list[tuple[str, str]],
+               target: str | None, hint: str) -> dict:
+        self.sources[kind].update(lvl for _, lvl in picked)
+        return _record(self.entry.id, kind, k, question, answer, [p for p, _ in picked], self.entry, self.info,
+                       target, self.colors, hint)
+
+
+def _object_questions(v: _Video) -> list[dict]:
+    """One question per [something] slot: the slot blanked, distractors typed into the same template slot."""
+    rows = []
+    if v.info.n_slots == 0:
+        v.drops["object"]["no_slot"] += 1
+    for s, answer in enumerate(v.names):
+        question = v.info.render(v.names, blank=s)
+        if in_question(question, answer):
+            v.drops["object"]["answer_in_question"] += 1
+            continue
+        pools = [("template_slot", v.objects.by_slot[(v.entry.template, s)].order(v.rng)),
+                 ("vocabulary", v.objects.all.order(v.rng))]
+        picked = _pick(pools, answer, question, banned=v.video_names)
+        if len(picked) < N_CHOICES - 1:
+            v.drops["object"]["too_few_distractors"] += 1
+            continue
+        target = str(s) if str(s) in v.colors else None
+        hint = f"The object marked in {v.colors[target]} is the one in the blank." if target else ""
+        rows.append(v.record("object", s, question, answer, picked, target, hint))
+    return rows
+
+
+def _verb_questions(v: _Video) -> list[dict]:
+    """The verb phrase blanked; distractors are verb phrases of templates of the same shape."""
+    if v.info.verb is None:
+        v.drops["verb"]["no_verb"] += 1
+        return []
+    question = v.info.render(v.names, blank="verb")
+    if in_question(question, v.info.verb):
+        v.drops["verb"]["answer_in_question"] += 1
+        return []
+    pools = [(lvl, pool.order(v.rng)) for lvl, pool in v.verbs.pools(v.info, v.cfg.verb_shape)]
+    picked = _pick(pools, v.info.verb, question, banned=[])
+    if len(picked) < N_CHOICES - 1:
+        v.drops["verb"]["too_few_same_shape_verbs"] += 1
+        return []
+    target = "0" if "0" in v.colors else None
+    hint = f"The object marked in {v.colors[target]} is the one acted on." if target else ""
+    return [v.record("verb", 0, question, v.info.verb, picked, target, hint)]
+
+
+def _referential_questions(v: _Video) -> list[dict]:
+    """"The object marked in <colour> is _____." for each named object of a scene with two or more."""
+    if v.tracks is None:
+        return []
+    named = _object_names(v.tracks, v.names, v.cfg.max_placeholder_chars)
+    if len(v.tracks.objects()) < 2:
+        v.drops["referential"]["fewer_than_two_objects"] += 1
+        return []
+    scene = [words(n) for n in named.values()] + v.video_names
+    rows = []
+    for oid in v.tracks.objects():
+        row = _referential_question(v, oid, named, scene)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _referential_question(v: _Video, oid: str, named: dict[str, str], scene: list[tuple[str, ...]]) -> dict | None:
+    """The referential question of one object, or None (counted in `drops`): other objects of the scene first
+    as distractors, so only the cue tells which one is meant; then the vocabulary."""
+    if oid not in named:
+        v.drops["referential"]["no_name"] += 1
+        return None
+    answer, color = named[oid], v.colors[oid]
+    if contains(answer, color):  # "the object marked in red" -> "red cube" would give it away
+        v.drops["referential"]["cue_colour_in_answer"] += 1
+        return None
+    others = [named[o] for o in sorted(named, key=int) if o != oid and not contains(named[o], color)]
+    others = [others[i] for i in v.rng.permutation(len(others))]
+    question = f"The object marked in {color} is {BLANK}."
+    in_scene = _pick([("scene", others)], answer, question, banned=[(color,)])
+    if not in_scene:
+        v.drops["referential"]["no_other_object_name"] += 1
+        return None
+    rest = _pick([("vocabulary", v.objects.all.order(v.rng))], answer, question,
+                 banned=[(color,)] + scene + [words(p) for p, _ in in_scene], n=N_CHOICES - 1 - len(in_scene))
+    picked = in_scene + rest
+    if len(picked) < N_CHOICES - 1:
+        v.drops["referential"]["too_few_distractors"] += 1
+        return None
+    hint = f"Each object is marked in its own colour; the question asks about the one marked in {color}."
+    return v.record("referential", int(oid), question, answer, picked, oid, hint)
+
+
+_KIND_QUESTIONS = {"object": _object_questions, "verb": _verb_questions, "referential": _referential_questions}
+
+
 def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | None, objects: ObjectVocab,
                     verbs: VerbVocab, cfg: QuestionsConfig, drops: dict[str, Counter],
                     sources: dict[str, Counter]) -> list[dict]:
-    """All questions of one video (answers first in `choices`; `place_answers` moves them later).
-    `drops` counts what was left out and why, `sources` where the distractors came from, per kind."""
-    info = parse_template(entry.template)
-    rng = np.random.default_rng([cfg.seed, stable_int("video", entry.id)])
+    """All questions of one video (answers first in `choices`; `place_answers` moves them later), one function
+    per kind, in KINDS order: the kinds draw from one generator seeded per video, so the order is part of the
+    output. `drops` counts what was left out and why, `sources` where the distractors came from, per kind."""
     colors = {o: slot_color_name(object_slot(o)) for o in tracks.objects() if object_slot(o) is not None} \
         if tracks is not None else {}
-    video_names = [words(n) for n in names]
+    v = _Video(entry, names, tracks, parse_template(entry.template),
+               np.random.default_rng([cfg.seed, stable_int("video", entry.id)]), colors,
+               [words(n) for n in names], objects, verbs, cfg, drops, sources)
     rows: list[dict] = []
-
-    if "object" in cfg.kinds:
-        if info.n_slots == 0:
-            drops["object"]["no_slot"] += 1
-        for s, answer in enumerate(names):
-            question = info.render(names, blank=s)
-            if in_question(question, answer):
-                drops["object"]["answer_in_question"] += 1
-                continue
-            pools = [("template_slot", objects.by_slot[(entry.template, s)].order(rng)),
-                     ("vocabulary", objects.all.order(rng))]
-            picked = _pick(pools, answer, question, banned=video_names)
-            if len(picked) < N_CHOICES - 1:
-                drops["object"]["too_few_distractors"] += 1
-                continue
-            sources["object"].update(lvl for _, lvl in picked)
-            target = str(s) if str(s) in colors else None
-            hint = f"The object marked in {colors[target]} is the one in the blank." if target else ""
-            rows.append(_record(entry.id, "object", s, question, answer, [p for p, _ in picked], entry, info,
-                                target, colors, hint))
-
-    if "verb" in cfg.kinds:
-        if info.verb is None:
-            drops["verb"]["no_verb"] += 1
-        else:
-            question = info.render(names, blank="verb")
-            if in_question(question, info.verb):
-                drops["verb"]["answer_in_question"] += 1
-            else:
-                pools = [(lvl, pool.order(rng)) for lvl, pool in verbs.pools(info, cfg.verb_shape)]
-                picked = _pick(pools, info.verb, question, banned=[])
-                if len(picked) < N_CHOICES - 1:
-                    drops["verb"]["too_few_same_shape_verbs"] += 1
-                else:
-                    sources["verb"].update(lvl for _, lvl in picked)
-                    target = "0" if "0" in colors else None
-                    hint = f"The object marked in {colors[target]} is the one acted on." if target else ""
-                    rows.append(_record(entry.id, "verb", 0, question, info.verb, [p for p, _ in picked], entry,
-                                        info, target, colors, hint))
-
-    if "referential" in cfg.kinds and tracks is not None:
-        named = _object_names(tracks, names, cfg.max_placeholder_chars)
-        if len(tracks.objects()) < 2:
-            drops["referential"]["fewer_than_two_objects"] += 1
-        else:
-            scene = [words(n) for n in named.values()] + video_names
-            for oid in tracks.objects():
-                if oid not in named:
-                    drops["referential"]["no_name"] += 1
-                    continue
-                answer, color = named[oid], colors[oid]
-                if contains(answer, color):  # "the object marked in red" -> "red cube" would give it away
-                    drops["referential"]["cue_colour_in_answer"] += 1
-                    continue
-                others = [named[o] for o in sorted(named, key=int) if o != oid and not contains(named[o], color)]
-                others = [others[i] for i in rng.permutation(len(others))]
-                question = f"The object marked in {color} is {BLANK}."
-                in_scene = _pick([("scene", others)], answer, question, banned=[(color,)])
-                if not in_scene:
-                    drops["referential"]["no_other_object_name"] += 1
-                    continue
-                rest = _pick([("vocabulary", objects.all.order(rng))], answer, question,
-                             banned=[(color,)] + scene + [words(p) for p, _ in in_scene],
-                             n=N_CHOICES - 1 - len(in_scene))
-                picked = in_scene + rest
-                if len(picked) < N_CHOICES - 1:
-                    drops["referential"]["too_few_distractors"] += 1
-                    continue
-                sources["referential"].update(lvl for _, lvl in picked)
-                hint = f"Each object is marked in its own colour; the question asks about the one marked in {color}."
-                rows.append(_record(entry.id, "referential", int(oid), question, answer, [p for p, _ in picked],
-                                    entry, info, oid, colors, hint))
+    for kind in KINDS:
+        if kind in cfg.kinds:
+            rows += _KIND_QUESTIONS[kind](v)
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Something-Else box annotations -> tracks keyed by object and by frame index.
+"""The Something-Else annotation format: load (-> `cuelab.tracks.VideoTracks`, keyed by object and by frame
+index) and save. The container itself, with its validation and clipping, lives in `cuelab.tracks`.
 
 Real format: `{video_id: [{"name": "<id>/0007.jpg", "labels": [{"box2d": {"x1","y1","x2","y2"},
 "category", "gt_annotation": "object 0" | "object 1" | "object hand", "standard_category"}],
@@ -13,107 +14,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_json, check_video_id, load_json, safe_join
+# the container (re-exported: attention/run.py still imports VideoTracks from here)
+from cuelab.tracks import HAND, VideoTracks  # noqa: F401
 
-HAND = "hand"
 _NAME_RE = re.compile(r"^(?P<dir>[^/\\]+)[/\\](?P<num>\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
-
-
-@dataclass
-class Boxes:
-    """Boxes of several objects on one frame, like supervision's Detections: xyxy (n, 4) float32 in
-    pixels of the original frame, the object ids ("0", "1", ..., "hand") and free-form per-box data."""
-
-    xyxy: np.ndarray
-    object_ids: list[str]
-    data: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
-        if len(self.object_ids) != len(self.xyxy):
-            raise ValueError(f"{len(self.xyxy)} boxes but {len(self.object_ids)} object ids")
-        if not np.all(np.isfinite(self.xyxy)):
-            raise ValueError("box coordinates must be finite")
-        if np.any(self.xyxy[:, 2] < self.xyxy[:, 0]) or np.any(self.xyxy[:, 3] < self.xyxy[:, 1]):
-            raise ValueError("boxes need x2 >= x1 and y2 >= y1")
-
-    def __len__(self) -> int:
-        return len(self.object_ids)
-
-    @classmethod
-    def empty(cls) -> "Boxes":
-        return cls(np.zeros((0, 4), np.float32), [])
-
-    def get(self, object_id: str) -> np.ndarray | None:
-        return self.xyxy[self.object_ids.index(object_id)] if object_id in self.object_ids else None
-
-
-def object_slot(object_id: str) -> int | None:
-    """'0' -> 0, '1' -> 1; the hand has no slot (it is not cued by default)."""
-    return int(object_id) if object_id.isdigit() else None
-
-
-@dataclass
-class VideoTracks:
-    """All annotated boxes of one video: tracks[object_id][frame_index] = (x1, y1, x2, y2)."""
-
-    video_id: str
-    tracks: dict[str, dict[int, tuple[float, float, float, float]]]
-    categories: dict[str, str] = field(default_factory=dict)
-    placeholders: list[str] = field(default_factory=list)
-    n_entries: int = 0
-    clipped: int = 0  # boxes clipped to the frame (see clipped_to)
-    outside: int = 0  # boxes dropped for having no area inside the frame
-    outside_objects: list[str] = field(default_factory=list)  # objects dropped for having no box left
-
-    @property
-    def object_ids(self) -> list[str]:
-        """Numbered objects in slot order, then the hand."""
-        nums = sorted((o for o in self.tracks if o.isdigit()), key=int)
-        return nums + [o for o in self.tracks if not o.isdigit()]
-
-    def objects(self, include_hand: bool = False) -> list[str]:
-        return [o for o in self.object_ids if include_hand or o != HAND]
-
-    @property
-    def last_frame(self) -> int:
-        frames = [t for boxes in self.tracks.values() for t in boxes]
-        return max(frames) if frames else -1
-
-    @property
-    def annotated_frames(self) -> list[int]:
-        return sorted({t for boxes in self.tracks.values() for t in boxes})
-
-    def boxes_at(self, t: int, include_hand: bool = False) -> Boxes:
-        ids = [o for o in self.objects(include_hand) if t in self.tracks[o]]
-        if not ids:
-            return Boxes.empty()
-        return Boxes(np.array([self.tracks[o][t] for o in ids], np.float32), ids)
-
-    def clipped_to(self, width: int, height: int) -> "VideoTracks":
-        """A copy with every box clipped to the frame. A box with no area inside the frame shows nothing of its
-        object and is dropped, as Something-Else leaves out an object that has left the frame; an object left
-        with no box is dropped too. `clipped` counts the boxes that changed, `outside` those dropped."""
-        clipped = outside = 0
-        out: dict[str, dict[int, tuple]] = {}
-        for o, boxes in self.tracks.items():
-            kept = {}
-            for t, (x1, y1, x2, y2) in boxes.items():
-                c = (min(max(x1, 0.0), width), min(max(y1, 0.0), height),
-                     min(max(x2, 0.0), width), min(max(y2, 0.0), height))
-                if c[2] <= c[0] or c[3] <= c[1]:
-                    outside += 1
-                    continue
-                clipped += c != (x1, y1, x2, y2)
-                kept[t] = c
-            if kept:
-                out[o] = kept
-        return VideoTracks(self.video_id, out, dict(self.categories), list(self.placeholders), self.n_entries,
-                           self.clipped + clipped, self.outside + outside,
-                           self.outside_objects + [o for o in self.tracks if o not in out])
 
 
 @dataclass

@@ -9,14 +9,10 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from cuelab.data.normalize import BLANK, in_question, normalize, overlaps, words
+from cuelab.digest import stable_int  # noqa: F401 (here too: the question builders seed with it)
 from cuelab.errors import DataError
 
 N_CHOICES = 4
-
-
-def stable_int(*parts: object) -> int:
-    """A seed part from strings that does not change between Python runs (unlike hash())."""
-    return int(hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:15], 16)
 
 
 def stratified_pick(strata: dict[str, str], n: int, rng: np.random.Generator) -> set[str]:

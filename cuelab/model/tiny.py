@@ -79,7 +79,7 @@ _SENTENCES = [
 
 def _synthetic_sentences() -> list[str]:
     """The synthetic dataset's templates filled with its object names (and with the question blank)."""
-    from cuelab.data.synthetic import OBJECT_NAMES, all_templates
+    from cuelab.vocabulary import OBJECT_NAMES, all_templates
 
     out = []
     for i, tpl in enumerate(all_templates()):

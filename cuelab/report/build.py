@@ -124,7 +124,18 @@ def section_data(cfg, paths) -> list[str]:
     return out + [""]
 
 
+def _preview_tracks(annotations) -> dict | Exception:
+    """The annotations file read once for every preview (tolerant, as the renderer reads it), or its error."""
+    from cuelab.data.something_else import load_annotations
+
+    try:
+        return load_annotations(annotations, strict=False).videos
+    except Exception as e:  # a preview is decoration: each one reports it, the report goes on
+        return e
+
+
 def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
+    from cuelab.fsutil import check_video_id
     from cuelab.run_layout import conditions_needed, dataset_files
     from cuelab.video.preview import make_preview
     from cuelab.video.settings import RenderSettings
@@ -134,12 +145,16 @@ def section_previews(cfg, paths, fig_dir: Path) -> list[str]:
         return []
     _, annotations, videos = dataset_files(cfg, paths)
     vids = list(dict.fromkeys(q["video"] for q in read_jsonl(test)))[: cfg.report.previews]
+    tracks = _preview_tracks(annotations) if vids else {}
     out = ["## What the model sees", "",
            "Each video is rendered once per condition through the same decode -> encode path "
            "(libx264, crf %d); a contact sheet and an animation per video:" % cfg.render.crf, ""]
     for vid in vids:
         try:  # make_preview refuses a video id that cannot name a file (see safe_name)
-            gif, png = make_preview(videos, annotations, vid, conditions_needed(cfg, "test"), fig_dir / "previews",
+            if isinstance(tracks, Exception):  # the annotations did not load: each preview fails with it
+                check_video_id(vid)
+                raise tracks
+            gif, png = make_preview(videos, tracks, vid, conditions_needed(cfg, "test"), fig_dir / "previews",
                                     settings=RenderSettings.from_config(cfg.render, cfg.seed))
         except Exception as e:  # a preview is decoration: report it, keep the report
             out += [f"(preview of video {_code(vid)} failed: {_code(e)})", ""]

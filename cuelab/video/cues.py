@@ -14,6 +14,13 @@ Colours: one fixed, named colour per object slot (cuelab.video.palette), the sam
 means object 0 in every condition. The hand is skipped unless `include_hand=True`. An object with no box on
 frame t gets no box, circle or arrow on frame t; the trajectory shows the path of box centres so far (frames <= t).
 
+Boxes come in as `cuelab.tracks.VideoTracks`, the one validated box container (float pixel boxes, x2/y2
+exclusive, by object and source frame). `Mark` stays a separate record on purpose, not a view of it: it is the
+cue's drawing of one object, derived once per video (rounded integer boxes clipped to this frame size, x2/y2
+inclusive, boxes under half a pixel dropped, a colour, possibly moved off the object by a control), which the
+container must not hold, since clipping and rounding depend on the cue's frame and the controls draw boxes no
+object has.
+
 `first_study` / `first_study_listpos` are the exceptions, on purpose: they draw what the first study drew, in its
 colours (sampled per video with the run's seed), and `first_study_listpos` keeps the study's misalignment
 (annotation list position i drawn on frame i) so its effect can be measured.
@@ -27,9 +34,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from cuelab.data.something_else import HAND, VideoTracks
-from cuelab.data.split import stable_int
+from cuelab.digest import stable_int
 from cuelab.errors import DataError
+from cuelab.tracks import HAND, VideoTracks
 from cuelab.video.palette import HAND_COLOR, slot_color
 
 Color = tuple[int, int, int]

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from cuelab.data.something_else import VideoTracks, load_annotations
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_bytes, check_video_id
+from cuelab.tracks import VideoTracks
 from cuelab.video.cues import CUES
 from cuelab.video.settings import RenderSettings
 from cuelab.video.io import Video, find_video, read_video
@@ -110,17 +110,16 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def make_preview(videos_dir: str | Path, annotations: dict[str, VideoTracks] | str | Path, video_id: str,
+def make_preview(videos_dir: str | Path, annotations: dict[str, VideoTracks], video_id: str,
                  cues: list[str] | None, out_dir: str | Path, *, n_times: int = 4,
                  settings: RenderSettings = RenderSettings(),
                  min_height: int = 200, max_gif_width: int = 1200, max_gif_fps: float = 6.0) -> tuple[Path, Path]:
     """Write out_dir/preview_<id>.gif and out_dir/preview_<id>.png; returns (gif_path, png_path).
     Small frames are enlarged (nearest neighbour, to at least `min_height`) so the cues can be seen; the GIF is
     scaled down to at most `max_gif_width` pixels wide and keeps every k-th frame so it plays at most
-    `max_gif_fps` frames a second in real time (a README-sized file)."""
+    `max_gif_fps` frames a second in real time (a README-sized file). `annotations`: the loaded tracks (the
+    caller reads the file once, e.g. with cuelab.data.something_else.load_annotations)."""
     vid = check_video_id(video_id)
-    if not isinstance(annotations, dict):
-        annotations = load_annotations(annotations, strict=False).videos
     if vid not in annotations:
         raise DataError("no box annotations for this video", video_id=vid, field="annotations")
     cues = list(cues) if cues else list(CUES)

@@ -20,10 +20,10 @@ import json
 from array import array
 from pathlib import Path
 
-from cuelab.data.something_else import VideoTracks
 from cuelab.digest import file_digest
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_json, load_json
+from cuelab.tracks import VideoTracks
 from cuelab.video.cues import Cue
 from cuelab.video.settings import RenderSettings
 

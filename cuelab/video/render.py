@@ -28,10 +28,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cuelab.data.something_else import VideoTracks
 from cuelab.errors import DataError
 from cuelab.fsutil import append_jsonl, atomic_write_json, check_video_id
 from cuelab.locks import folder_lock
+from cuelab.tracks import VideoTracks
 from cuelab.video.cues import get_cue
 from cuelab.video.settings import PRESET, RenderSettings  # noqa: F401 (PRESET: the default, for benchmarks)
 from cuelab.video.io import find_video, read_video, write_video
