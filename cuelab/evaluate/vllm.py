@@ -412,9 +412,9 @@ def server_env(api_key: str, env: dict | None = None) -> dict:
     return out
 
 
-def api_key_for(url: str) -> str | None:
-    """The API key of a server start_server started in this process (None for other servers)."""
-    return _STARTED_KEYS.get(url.rstrip("/"))
+def api_key_for(url: str | None) -> str | None:
+    """The API key of a server start_server started in this process (None for other servers and offline)."""
+    return _STARTED_KEYS.get(url.rstrip("/")) if url else None
 
 
 def start_server(python: str, model_path, videos_root, frames_cfg, adapter=None, dtype: str = "auto",
