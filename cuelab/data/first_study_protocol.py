@@ -156,7 +156,10 @@ def _record(entry: LabelEntry, verb: str, kind: str, k: int, question: str, answ
             choices: list[str], split: str) -> dict:
     rec = {"id": f"{entry.id}-{kind}-{k}", "video": entry.id, "kind": kind, "question": question,
            "choices": choices, "answer": answer, "answer_index": choices.index(answer), "template": entry.template,
-           "verb": verb, "label": entry.label, "target_object": None, "cue_colors": {}, "hint": "", "split": split,
+           "verb": verb, "label": entry.label,
+           # Something-Else's object k is the label's placeholder k; a verb question is about the first (acted-on)
+           # object. The study did not record it; attention needs it to find the asked object's boxes.
+           "target_object": str(k) if kind == "object" else "0", "cue_colors": {}, "hint": "", "split": split,
            "flags": choice_flags(question, answer, choices)}
     assert tuple(rec) == RECORD_KEYS
     return rec
