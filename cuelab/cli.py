@@ -80,17 +80,6 @@ def _section(cls, **values):
         raise config_error(e) from e
 
 
-def _flatten(raw: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}: CLI options as config overrides (validated, errors naming the field)."""
-    out = {}
-    for k, v in raw.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _csv(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
@@ -189,10 +178,9 @@ def questions(out: Path = typer.Option(..., help="output folder: train.jsonl, te
              "max_placeholder_chars": max_placeholder_chars, "require_boxes": require_boxes,
              "single_verb_templates": single_verb_templates, "verb_shape": verb_shape, "builder": builder,
              "pool_first_ids": pool_first_ids}
-    raw = {"questions": {k: v for k, v in given.items() if v is not None}}
-    if protocol is not None:
-        raw["protocol"] = protocol
-    cfg = load_config(None, [f"{k}={json.dumps(v, default=str)}" for k, v in _flatten(raw).items()]).questions
+    # as config overrides: the protocol's defaults apply and a bad value names its field
+    overrides = [f"questions.{k}={json.dumps(v)}" for k, v in given.items() if v is not None]
+    cfg = load_config(None, overrides + ([f"protocol={protocol}"] if protocol else [])).questions
     train, test, manifest = make_questions(cfg, labels if len(labels) > 1 else labels[0], annotations, video_dir)
     manifest = write_questions(out, train, test, manifest)
     for line in skipped_summary(manifest):

@@ -350,22 +350,21 @@ def check(cfg: ExperimentConfig) -> list[str]:
 
 
 def check_data(cfg: ExperimentConfig) -> list[str]:
+    from cuelab.data.question_set import label_files
     from cuelab.data.something_else import load_annotations
     from cuelab.data.ssv2 import load_labels
 
-    from cuelab.data.question_set import label_files
-
     problems, labels, tracks = [], None, None
-    for field in ("labels", "annotations", "videos"):
-        value = getattr(cfg.data, field)
-        if value is None:
+    given = {"labels": label_files(cfg.data.labels) if cfg.data.labels else [],
+             "annotations": [cfg.data.annotations] if cfg.data.annotations else [],
+             "videos": [cfg.data.videos] if cfg.data.videos else []}
+    for field, paths in given.items():
+        if not paths:
             problems.append(f"data.{field}: not set")
-        for p in (label_files(value) if field == "labels" and value is not None else [value] if value else []):
-            if not Path(p).exists():
-                problems.append(f"data.{field}: {p} does not exist")
-    for path in label_files(cfg.data.labels) if cfg.data.labels else []:
+        problems += [f"data.{field}: {p} does not exist" for p in paths if not Path(p).exists()]
+    for path in (p for p in given["labels"] if Path(p).exists()):
         try:
-            labels = (labels or []) + load_labels(path) if Path(path).exists() else labels
+            labels = (labels or []) + load_labels(path)
         except DataError as e:
             problems.append(f"data.labels: {e}")
     try:
@@ -423,6 +422,11 @@ def check_model(name: str) -> list[str]:
     return []
 
 
+def read_marker(path: Path) -> dict | None:
+    """A stage marker (`stages/<name>.json` or `<name>.started.json`), or None when there is none."""
+    return load_json(path) if path.exists() else None
+
+
 def clear_stale_outputs(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, fingerprint: str, started: Path,
                         force: bool) -> None:
     """Remove what the stage made under another fingerprint (or under none that is known), so that resuming
@@ -430,10 +434,8 @@ def clear_stale_outputs(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, fi
     --force, starts clean."""
     import shutil
 
-    made_under = load_json(started).get("fingerprint") if started.exists() else None
-    if made_under is None:
-        marker = paths.stages / f"{stage.name}.json"
-        made_under = load_json(marker).get("fingerprint") if marker.exists() else None
+    made = read_marker(started) or read_marker(paths.stages / f"{stage.name}.json") or {}
+    made_under = made.get("fingerprint")
     if made_under == fingerprint and not force:
         return
     for out in stage.outputs(cfg, paths):
@@ -445,13 +447,13 @@ def clear_stale_outputs(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, fi
 
 def refuse_stale_upstream(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str]) -> None:
     """Before anything runs: a stage left out of `wanted` that a wanted stage reads must be up to date."""
-    for name, parts in all_parts(cfg, paths).items():
+    parts_of = all_parts(cfg, paths)
+    for stage in STAGES:
+        name, parts = stage.name, parts_of[stage.name]
         if name in wanted or not any(name in s.reads for s in STAGES if s.name in wanted):
             continue
-        marker = paths.stages / f"{name}.json"
-        old = load_json(marker) if marker.exists() else None
+        old = read_marker(paths.stages / f"{name}.json")
         if old is None or old.get("fingerprint") != parts["fingerprint"]:
-            stage = next(s for s in STAGES if s.name == name)
             raise DataError(f"stage {name} is not up to date for this config ({why_stale(stage, old, parts)}): "
                             "add it to --stages, or run without --stages", field="stages")
 
@@ -479,7 +481,7 @@ def _run_stages(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str], force:
     done = {}
     for stage in STAGES:
         marker = paths.stages / f"{stage.name}.json"
-        old = load_json(marker) if marker.exists() else None
+        old = read_marker(marker)
         parts = fingerprint_parts(stage, cfg, paths, chains)  # after the stages before it ran: their outputs count
         chains[stage.name] = parts["chain"]
         if stage.name not in wanted:
