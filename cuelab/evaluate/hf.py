@@ -33,30 +33,11 @@ import copy
 import dataclasses
 import inspect
 from collections import OrderedDict
-from dataclasses import dataclass, field
-
 import torch
 
+from cuelab.evaluate.choices import ChoiceResult  # noqa: F401  (re-exported: scorer results)
 from cuelab.evaluate.predictions import distinct_choices
 from cuelab.model.prompt import PromptSpec, build_inputs, choice_token_ids, end_token_id, resolve_spec
-
-
-@dataclass
-class ChoiceResult:
-    scores: list[float]  # sum of log-probs of each choice's tokens + <|im_end|>
-    mean_scores: list[float]  # the same divided by the token count
-    n_tokens: list[int]
-    greedy_index: int | None = None  # the greedy-constrained (vLLM grammar) answer
-    greedy_tokens: list[int] | None = None
-    first_logprobs: torch.Tensor | None = field(default=None, repr=False)  # full-vocab log-probs, 1st answer token
-
-    def choice(self, rule: str = "sum") -> int:
-        if rule == "greedy":
-            if self.greedy_index is None:
-                raise ValueError("greedy rule requested but not computed")
-            return self.greedy_index
-        vals = self.scores if rule == "sum" else self.mean_scores
-        return max(range(len(vals)), key=lambda i: (vals[i], -i))
 
 
 def unwrap(model):
