@@ -33,21 +33,18 @@ import copy
 import dataclasses
 import inspect
 from collections import OrderedDict
+from dataclasses import dataclass, field
 import torch
 
 from cuelab.evaluate.choices import ChoiceResult  # noqa: F401  (re-exported: scorer results)
 from cuelab.evaluate.predictions import distinct_choices
+from cuelab.model.families import family_of, unwrap
 from cuelab.model.prompt import PromptSpec, build_inputs, choice_token_ids, end_token_id, resolve_spec
-
-
-def unwrap(model):
-    """The Qwen3VLForConditionalGeneration inside a PEFT wrapper (LoRA layers stay injected in it)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def vision_is_adapted(model) -> bool:
     """True when an adapter touches the vision tower (then vision features cannot be shared with the base)."""
-    visual = unwrap(model).model.visual
+    visual = family_of(model).vision_tower(model)
     return any(hasattr(m, "lora_A") for m in visual.modules())
 
 
@@ -219,8 +216,24 @@ def _register_shared_prefix_attention() -> None:
 # The scorer.
 # ---------------------------------------------------------------------------------------------------------------
 
+@dataclass
+class ChoiceRows:
+    """The (question, choice) rows of a scoring call, concatenated: `rows[r]` = (video slot, question, choice,
+    start of the choice in the row, choice token ids); `embeds` / `vis` / `positions` over all rows' tokens."""
+
+    rows: list = field(default_factory=list)
+    lengths: list = field(default_factory=list)
+    slots: list = field(default_factory=list)
+    embeds: torch.Tensor | None = None
+    vis: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    extras: list | None = None  # per-video-token extra inputs (Qwen3-VL: deepstack) of rows' video tokens
+
+
 class HFScorer:
-    """Scores the choices of the questions of one video with a (possibly PEFT-wrapped) Qwen3-VL.
+    """Scores the choices of the questions of one video with a (possibly PEFT-wrapped) video VLM; what differs
+    between model families (vision features, positions, the language model's extra inputs) is asked of the
+    model's family (cuelab.model.families).
 
     `model` is in eval mode; `processor` its processor. Prompts come from cuelab.model.prompt.build_inputs with
     `spec` (or the cuelab style with `question_first` / `system_prompt`); the hint is chosen per prepare()."""
@@ -239,8 +252,9 @@ class HFScorer:
             _register_shared_prefix_attention()
         self.end_id = end_token_id(processor)
         self._token_bytes = None
-        inner = unwrap(model)
-        self.lm = inner.model.language_model
+        self.family = family_of(model)
+        self.lm = self.family.language_model(model)
+        self.video_token_id = self.family.video_token_id(model)
         self.cache_kw = "cache" if "cache" in inspect.signature(self.lm.forward).parameters else "past_key_values"
 
     # -- inputs (CPU) --------------------------------------------------------------------------------------------
@@ -287,7 +301,7 @@ class HFScorer:
 
     @property
     def dtype(self):
-        return unwrap(self.model).model.visual.dtype
+        return self.family.vision_tower(self.model).dtype
 
     def vision_features(self, pixels, key=None):
         """(video embeddings (N, D), [deepstack features (N, D)] ) of one video, cached under `key`."""
@@ -296,7 +310,6 @@ class HFScorer:
     def vision_features_many(self, pixels_list, keys) -> list:
         """vision_features of several videos: the ones not cached go through the vision tower in ONE call
         (fewer, larger kernels: the tower is launch-bound at one video)."""
-        inner = unwrap(self.model)
         out = [None] * len(pixels_list)
         todo = []
         for i, (px, key) in enumerate(zip(pixels_list, keys)):
@@ -309,32 +322,21 @@ class HFScorer:
         if todo:
             pv = torch.cat([pixels_list[i][0].to(self.device, non_blocking=True) for i in todo])
             grid = torch.cat([pixels_list[i][1] for i in todo])
-            res = inner.model.get_video_features(pv, grid.to(self.device))
-            embeds, deep = (res.pooler_output, res.deepstack_features) if hasattr(res, "pooler_output") else res
-            sizes = (grid.prod(-1) // inner.model.visual.spatial_merge_size ** 2).tolist()
-            split = lambda x: (torch.split(torch.cat(list(x)), sizes)  # noqa: E731
-                               if isinstance(x, (list, tuple)) else torch.split(x, sizes))
-            embeds, deep = split(embeds), [split(d) for d in deep]
-            for k, i in enumerate(todo):
-                value = (embeds[k], [d[k] for d in deep])
+            feats = self.family.video_features(self.model, pv, grid.to(self.device))
+            for f, i in zip(feats, todo):
+                value = (f.embeds, f.extras)
                 out[i] = self.vision_cache.get(keys[i], lambda v=value: v)
         return out
 
     def _positions(self, ids: torch.Tensor, mm: torch.Tensor, grid) -> tuple[torch.Tensor, int]:
-        """3-D rope positions (3, len) of one prompt, on the CPU (no GPU syncs), and the rope delta: text
+        """Rope positions (axes, len) of one prompt, on the CPU (no GPU syncs), and the rope delta: text
         after the prompt continues at index + delta."""
-        inner = unwrap(self.model)
-        kw = {"video_grid_thw": grid.cpu()} if grid is not None else {}
-        if "mm_token_type_ids" in inspect.signature(inner.model.get_rope_index).parameters:
-            kw["mm_token_type_ids"] = mm[None].cpu()
-        pos, delta = inner.model.get_rope_index(ids[None].cpu(), **kw)
-        return pos[:, 0], int(delta.reshape(-1)[0])
+        return self.family.positions(self.model, ids, mm, grid)
 
     def _embed(self, ids: torch.Tensor, video_embeds=None) -> torch.Tensor:
         """Token embeddings of CPU `ids` with `video_embeds` (in order) at the video tokens."""
-        inner = unwrap(self.model)
-        emb = inner.model.get_input_embeddings()(ids.to(self.device, non_blocking=True))
-        idx = (ids == inner.config.video_token_id).nonzero().squeeze(1)  # on the CPU: no sync
+        emb = unwrap(self.model).get_input_embeddings()(ids.to(self.device, non_blocking=True))
+        idx = (ids == self.video_token_id).nonzero().squeeze(1)  # on the CPU: no sync
         if len(idx):
             emb[idx.to(self.device, non_blocking=True)] = video_embeds.to(emb.dtype)
         return emb
@@ -346,7 +348,7 @@ class HFScorer:
         is not touched."""
         kwargs = {self.cache_kw: cache, "use_cache": True}
         if vis_mask is not None and bool(vis_mask.any()):
-            kwargs.update(visual_pos_masks=vis_mask.to(self.device, non_blocking=True), deepstack_visual_embeds=deep)
+            kwargs.update(self.family.lm_inputs(vis_mask.to(self.device, non_blocking=True), deep))
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         pos = positions.to(self.device, non_blocking=True)
@@ -379,7 +381,7 @@ class HFScorer:
     def _plan(self, items, grid) -> tuple[list, int]:
         """Per question (CPU): (ids, rope positions, delta, video-token mask); and the shared prefix length: the
         longest common prefix of the prompts, leaving >= 1 prompt token per question."""
-        vid_tok = unwrap(self.model).config.video_token_id
+        vid_tok = self.video_token_id
         prompts = []
         for it in items:
             ids = it["input_ids"].cpu()
@@ -470,20 +472,34 @@ class HFScorer:
         per video): side by side as a batch, each row on its own video's cache row (default: fastest measured
         on an H100), or with `pack_choices` (one video) packed into ONE sequence under a tree attention mask
         (the prefix K/V read once, never copied: least memory)."""
-        vid_tok = unwrap(self.model).config.video_token_id
-        embs, all_ids, row_pos, lengths, rows, slots, row_deep = [], [], [], [], [], [], []
+        rows = self._choice_rows(entries, L)
+        if self.pack_choices and len(entries) == 1:
+            mask = self._tree_mask(rows.lengths, cache.get_seq_length(), rows.embeds.dtype)
+            hidden = self._run(rows.embeds[None], rows.positions[:, None], cache,
+                               rows.vis[None] if rows.extras else None, rows.extras, attention_mask=mask)[0]
+            starts = torch.tensor([0] + rows.lengths[:-1]).cumsum(0).tolist()
+        else:
+            hidden, starts = self._rows_side_by_side(rows, cache, len(entries))
+        self._collect(rows, hidden, starts, results, first_logprobs)
+
+    def _choice_rows(self, entries, L) -> "ChoiceRows":
+        """The rows of every (question, choice) of the entries' videos: the prompt after the shared prefix + the
+        choice's tokens, with their embeddings (video features where a question-first prompt has video tokens
+        after the prefix), positions and video-token mask."""
+        vid_tok = self.video_token_id
+        embs, all_ids, row_pos, extras = [], [], [], []
+        out = ChoiceRows()
         for slot, (prompts, items, n_vis, video_embeds, deep) in enumerate(entries):
             row_ids = []
             for qi, ((ids, pos, delta, vis), it) in enumerate(zip(prompts, items)):
                 n = len(ids)
                 for ci, choice in enumerate(it["choices"]):
-                    c = torch.tensor(choice, dtype=ids.dtype)
-                    row_ids.append(torch.cat([ids[L:], c]))
-                    cpos = (torch.arange(n, n + len(choice), dtype=pos.dtype) + delta).expand(3, -1)
+                    row_ids.append(torch.cat([ids[L:], torch.tensor(choice, dtype=ids.dtype)]))
+                    cpos = (torch.arange(n, n + len(choice), dtype=pos.dtype) + delta).expand(pos.shape[0], -1)
                     row_pos.append(torch.cat([pos[:, L:], cpos], 1))
-                    lengths.append(n - L + len(choice))
-                    rows.append((slot, qi, ci, n - L, choice))
-                    slots.append(slot)
+                    out.lengths.append(n - L + len(choice))
+                    out.rows.append((slot, qi, ci, n - L, choice))
+                    out.slots.append(slot)
             ids = torch.cat(row_ids)
             all_ids.append(ids)
             # video tokens after the prefix (question-first layouts): each row gets the rest of the video
@@ -491,47 +507,47 @@ class HFScorer:
                 video_embeds is not None and bool((ids == vid_tok).any())) else 0
             embs.append(self._embed(ids, torch.cat([video_embeds[n_vis:]] * n_rows_vis) if n_rows_vis else None))
             if n_rows_vis:
-                row_deep.append([torch.cat([d[n_vis:]] * n_rows_vis) for d in deep])
-        emb = torch.cat(embs)
-        vis = torch.cat(all_ids) == vid_tok
-        deep_all = [torch.cat(ds) for ds in zip(*row_deep)] if row_deep else None
-        pos = torch.cat(row_pos, 1)
-        if self.pack_choices and len(entries) == 1:
-            mask = self._tree_mask(lengths, cache.get_seq_length(), emb.dtype)
-            hidden = self._run(emb[None], pos[:, None], cache, vis[None] if deep_all else None, deep_all,
-                               attention_mask=mask)[0]
-            starts = torch.tensor([0] + lengths[:-1]).cumsum(0).tolist()
-        else:
-            # rows side by side, right-padded (padding comes after every real token: causal attention never
-            # sees it), each on its video's prefix cache row
-            R, S = len(rows), max(lengths)
-            starts = [r * S for r in range(R)]
-            flat_cpu = torch.cat([torch.arange(a, a + n) for a, n in zip(starts, lengths)])
-            flat = flat_cpu.to(self.device, non_blocking=True)
-            emb_b = emb.new_zeros(R * S, emb.shape[-1]).index_copy_(0, flat, emb).view(R, S, -1)
-            pos_b = torch.zeros(3, R * S, dtype=pos.dtype)
-            pos_b[:, flat_cpu] = pos
-            vis_b = torch.zeros(R * S, dtype=torch.bool)
-            vis_b[flat_cpu] = vis
-            shared = None
-            if cache.get_seq_length() > 0:
-                if self.shared_prefix:
-                    shared = SharedPrefix(cache, slots, self.device)
-                elif len(entries) == 1:
-                    cache.batch_repeat_interleave(R)
-                else:
-                    cache.batch_select_indices(torch.tensor(slots).to(self.device, non_blocking=True))
-            hidden = self._run(emb_b, pos_b.view(3, R, S), cache, vis_b.view(R, S) if deep_all else None,
-                               deep_all, shared=shared).reshape(R * S, -1)
-        # only positions that predict a choice token go through the LM head
+                extras.append([torch.cat([d[n_vis:]] * n_rows_vis) for d in deep])
+        out.embeds, out.vis, out.positions = torch.cat(embs), torch.cat(all_ids) == vid_tok, torch.cat(row_pos, 1)
+        out.extras = [torch.cat(ds) for ds in zip(*extras)] if extras else None
+        return out
+
+    def _rows_side_by_side(self, rows: "ChoiceRows", cache, n_videos: int):
+        """(hidden states (R * S, D), each row's start) of the rows as a right-padded batch (padding comes after
+        every real token: causal attention never sees it), each row on its video's prefix cache row."""
+        emb, pos = rows.embeds, rows.positions
+        R, S = len(rows.rows), max(rows.lengths)
+        starts = [r * S for r in range(R)]
+        flat_cpu = torch.cat([torch.arange(a, a + n) for a, n in zip(starts, rows.lengths)])
+        flat = flat_cpu.to(self.device, non_blocking=True)
+        emb_b = emb.new_zeros(R * S, emb.shape[-1]).index_copy_(0, flat, emb).view(R, S, -1)
+        pos_b = torch.zeros(pos.shape[0], R * S, dtype=pos.dtype)
+        pos_b[:, flat_cpu] = pos
+        vis_b = torch.zeros(R * S, dtype=torch.bool)
+        vis_b[flat_cpu] = rows.vis
+        shared = None
+        if cache.get_seq_length() > 0:
+            if self.shared_prefix:
+                shared = SharedPrefix(cache, rows.slots, self.device)
+            elif n_videos == 1:
+                cache.batch_repeat_interleave(R)
+            else:
+                cache.batch_select_indices(torch.tensor(rows.slots).to(self.device, non_blocking=True))
+        hidden = self._run(emb_b, pos_b.view(pos.shape[0], R, S), cache, vis_b.view(R, S) if rows.extras else None,
+                           rows.extras, shared=shared)
+        return hidden.reshape(R * S, -1), starts
+
+    def _collect(self, rows: "ChoiceRows", hidden, starts, results, first_logprobs) -> None:
+        """Choice scores from the hidden states: only positions that predict a choice token go through the LM
+        head."""
         sel, targets = [], []
-        for a, (slot, qi, ci, start, choice) in zip(starts, rows):
+        for a, (slot, qi, ci, start, choice) in zip(starts, rows.rows):
             sel += [a + start - 1 + t for t in range(len(choice))]
             targets += choice
         lp = self._logprobs(hidden[torch.tensor(sel).to(self.device, non_blocking=True)])
         tok_lp = lp[torch.arange(len(targets), device=lp.device), torch.tensor(targets, device=lp.device)].tolist()
         k = 0
-        for slot, qi, ci, start, choice in rows:
+        for slot, qi, ci, start, choice in rows.rows:
             s = sum(tok_lp[k:k + len(choice)])
             res = results[slot][qi]
             if ci == 0 and first_logprobs:
@@ -564,7 +580,7 @@ class HFScorer:
             if tok == self.end_id:
                 break
             done += self._token_bytes_of(tok)
-            p = torch.full((3, 1, 1), n + step + delta, dtype=pos.dtype)
+            p = torch.full((pos.shape[0], 1, 1), n + step + delta, dtype=pos.dtype)
             hidden = self._run(self._embed(torch.tensor([tok]))[None], p, cache)
         cache.crop(-(cache.get_seq_length() - L))
         index = next((i for i, c in enumerate(choices) if c == done), None)

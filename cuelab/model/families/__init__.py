@@ -1,0 +1,45 @@
+"""Model families behind one interface (cuelab.model.families.base.ModelFamily), found by name, by a model's
+config (`model_type`) or by its processor's class. Adding a family: a module here with a ModelFamily subclass,
+one line in FAMILIES, and its row in tests/test_families.py."""
+
+from __future__ import annotations
+
+from cuelab.errors import DataError
+from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
+from cuelab.model.families.qwen3_vl import Qwen3VL
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (Qwen3VL(),)}
+DEFAULT = "qwen3_vl"
+
+__all__ = ["FAMILIES", "DEFAULT", "FrameGeometry", "ModelFamily", "VideoFeatures", "family_of", "get_family",
+           "unwrap"]
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise DataError(f"unknown model family {name!r} (known: {', '.join(FAMILIES)})", field="model.family")
+    return FAMILIES[name]
+
+
+def _model_type(obj) -> str | None:
+    config = getattr(unwrap(obj), "config", obj)
+    return getattr(config, "model_type", None) if not isinstance(config, dict) else config.get("model_type")
+
+
+def family_of(obj) -> ModelFamily:
+    """The family of a family name, a model (PEFT-wrapped or not), a config (object or config.json dict) or a
+    processor."""
+    if isinstance(obj, ModelFamily):
+        return obj
+    if isinstance(obj, str):
+        return get_family(obj)
+    cls = type(obj).__name__
+    for fam in FAMILIES.values():
+        if cls in fam.processor_classes:
+            return fam
+    mt = _model_type(obj)
+    for fam in FAMILIES.values():
+        if mt in fam.model_types:
+            return fam
+    raise DataError(f"no model family for {cls} (model_type {mt!r}); known families: {', '.join(FAMILIES)}",
+                    field="model.family")

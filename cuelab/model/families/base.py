@@ -1,0 +1,107 @@
+"""The model-family contract: what cuelab needs to know about one kind of video VLM.
+
+Every stage that touches a model asks its family, never the model's classes: the prompt builder (end-of-turn
+and video tokens), frame sampling (patch, spatial merge, temporal patch), training (which modules are the
+language model's layers: LoRA targets), choice scoring (vision features, positions, extra inputs of the language
+model), attention analysis (the video-token grid) and the tiny builders (a random model of the family, built
+locally). One subclass per family, in `cuelab/model/families/<name>.py`, registered in `families/__init__.py`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How a family cuts sampled frames into tokens: `patch` px patches, `merge` x `merge` patches per language
+    token, `temporal_patch` frames per token in time. Resized frame sides are multiples of `factor`."""
+
+    patch: int = 16
+    merge: int = 2
+    temporal_patch: int = 2
+
+    @property
+    def factor(self) -> int:
+        return self.patch * self.merge
+
+
+@dataclass
+class VideoFeatures:
+    """The vision tower's output for one video: `embeds` (n video tokens, hidden) in prompt order, and `extras`,
+    tensors aligned with the same tokens that the language model reads besides (Qwen3-VL: deepstack features)."""
+
+    embeds: Any
+    extras: list
+
+    def tail(self, start: int) -> "VideoFeatures":
+        """The features of video tokens from `start` on (the part of the video after a shared prefix)."""
+        return VideoFeatures(self.embeds[start:], [x[start:] for x in self.extras])
+
+
+def unwrap(model):
+    """The transformers model inside a PEFT wrapper (LoRA layers stay injected in it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class ModelFamily(ABC):
+    """One family of video VLMs. Subclasses set the class attributes and implement what their models do
+    differently; the defaults here are what the transformers classes of most families share."""
+
+    name: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]  # config.json `model_type` values of this family
+    processor_classes: ClassVar[tuple[str, ...]]  # processor class names (to find the family of a processor)
+    end_token: ClassVar[str]  # ends the assistant's turn: scoring appends it to every choice
+    video_token: ClassVar[str]  # the prompt placeholder each video token embedding replaces
+    lm_layers: ClassVar[str]  # regex of the language model's decoder-layer module names (LoRA stays inside)
+    rope_axes: ClassVar[int] = 1  # rows of position ids (3: multimodal rope over t, h, w)
+
+    # -- frames and prompt ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def geometry(self, processor=None) -> FrameGeometry:
+        """Patch, merge and temporal patch of the processor (or the family's defaults without one)."""
+
+    def video_token_id(self, model) -> int:
+        return int(unwrap(model).config.video_token_id)
+
+    # -- model pieces ---------------------------------------------------------------------------------------------
+    def language_model(self, model):
+        """The decoder stack (embeddings in, last hidden states out)."""
+        return unwrap(model).model.language_model
+
+    def vision_tower(self, model):
+        return unwrap(model).model.visual
+
+    @abstractmethod
+    def video_features(self, model, pixel_values, grid) -> list[VideoFeatures]:
+        """The vision tower on several videos at once (pixel values concatenated, `grid` one row per video)."""
+
+    def positions(self, model, ids, mm_token_type_ids, grid) -> tuple[Any, int]:
+        """Position ids (rope_axes, len) of one prompt (CPU) and the delta: text after it continues at index +
+        delta."""
+        import torch
+
+        return torch.arange(len(ids))[None], 0
+
+    def lm_inputs(self, vis_mask, extras) -> dict:
+        """Extra keyword arguments of the language model's forward for the video tokens at `vis_mask`."""
+        return {}
+
+    # -- training, speed, attention -------------------------------------------------------------------------------
+    def speedups(self, model, training: bool = False, compile: bool = False) -> None:
+        """Maths-preserving speed-ups of this family's forward (none by default)."""
+
+    @abstractmethod
+    def video_grid(self, inputs: dict, processor):
+        """The video-token grid (cuelab.attention.grid.VideoGrid) of one prompt's processor inputs."""
+
+    # -- models built here ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_tiny(self, cfg=None, extra_texts=()):
+        """(model, processor) of a small random model of this family, deterministic from cfg.seed."""
+
+    @abstractmethod
+    def random_model(self, preset: str, dtype=None, device=None, attn_implementation: str = "sdpa", seed: int = 0):
+        """A real architecture size of this family with random weights (GPU benchmarks)."""
