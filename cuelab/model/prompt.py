@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cuelab.errors import DataError
+from cuelab.model.families import family_of
 
 IGNORE_INDEX = -100
 INSTRUCTION = "Answer with one of the choices."
@@ -106,10 +107,12 @@ def _tokenizer(processor):
 
 
 def end_token_id(processor) -> int:
+    """The id of the model family's end-of-turn token (Qwen3-VL: `<|im_end|>`)."""
     tok = _tokenizer(processor)
-    tid = tok.convert_tokens_to_ids("<|im_end|>")
+    name = family_of(processor).end_token
+    tid = tok.convert_tokens_to_ids(name)
     if tid is None or tid == tok.unk_token_id:
-        raise DataError("tokenizer has no <|im_end|> token")
+        raise DataError(f"tokenizer has no {name} token")
     return int(tid)
 
 
@@ -152,16 +155,13 @@ def build_inputs(processor, question: dict, frames=None, answer: str | None = No
     if frames is None:
         out = processor(text=[text], return_tensors="pt")
     else:
-        kwargs = {"device": str(device)} if device is not None else {}
-        if hasattr(processor.video_processor, "cap_pixels_per_frame"):  # 5.x before 5.22: silence its warning
-            kwargs["cap_pixels_per_frame"] = False  # (no effect: frames are not resized here)
-        out = processor(text=[text], videos=[frames.frames], video_metadata=[frames.video_metadata()],
-                        do_sample_frames=False, do_resize=False, return_tensors="pt", **kwargs)
+        kwargs = family_of(processor).video_kwargs(processor, frames, device)
+        out = processor(text=[text], videos=[frames.frames], return_tensors="pt", **kwargs)
     out = dict(out)
     out.pop("token_type_ids", None)
     n = out["input_ids"].shape[1]
     if "mm_token_type_ids" not in out:  # older processors: derive it (0 text, 2 video) for get_rope_index
-        video_id = _tokenizer(processor).convert_tokens_to_ids("<|video_pad|>")
+        video_id = _tokenizer(processor).convert_tokens_to_ids(family_of(processor).video_token)
         out["mm_token_type_ids"] = (out["input_ids"] == video_id).long() * 2
     if answer is not None:
         ans = torch.tensor([target_token_ids(processor, answer, spec)], dtype=out["input_ids"].dtype)

@@ -27,8 +27,8 @@ def _model_type(obj) -> str | None:
 
 
 def family_of(obj) -> ModelFamily:
-    """The family of a family name, a model (PEFT-wrapped or not), a config (object or config.json dict) or a
-    processor."""
+    """The family of a family name, a model (PEFT-wrapped or not), a config (object or config.json dict), a
+    processor or a bare tokenizer."""
     if isinstance(obj, ModelFamily):
         return obj
     if isinstance(obj, str):
@@ -41,5 +41,10 @@ def family_of(obj) -> ModelFamily:
     for fam in FAMILIES.values():
         if mt in fam.model_types:
             return fam
+    if mt is None and hasattr(obj, "get_vocab"):  # a bare tokenizer: the family whose end-of-turn token it has
+        vocab = obj.get_vocab()
+        for fam in FAMILIES.values():
+            if fam.end_token in vocab:
+                return fam
     raise DataError(f"no model family for {cls} (model_type {mt!r}); known families: {', '.join(FAMILIES)}",
                     field="model.family")

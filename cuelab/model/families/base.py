@@ -63,6 +63,13 @@ class ModelFamily(ABC):
     def geometry(self, processor=None) -> FrameGeometry:
         """Patch, merge and temporal patch of the processor (or the family's defaults without one)."""
 
+    def video_kwargs(self, processor, frames, device=None) -> dict:
+        """Processor keyword arguments for one video of already sampled and sized frames (a SampledFrames): the
+        processor must neither resample nor resize them; `device` runs its tensor steps there."""
+        kwargs = {"device": str(device)} if device is not None else {}
+        return {"video_metadata": [frames.video_metadata()], "do_sample_frames": False, "do_resize": False,
+                **kwargs}
+
     def video_token_id(self, model) -> int:
         return int(unwrap(model).config.video_token_id)
 

@@ -28,6 +28,12 @@ class Qwen3VL(ModelFamily):
             return FrameGeometry(16, 2, 2)
         return FrameGeometry(int(vp.patch_size), int(vp.merge_size), int(vp.temporal_patch_size))
 
+    def video_kwargs(self, processor, frames, device=None) -> dict:
+        kwargs = super().video_kwargs(processor, frames, device)
+        if hasattr(processor.video_processor, "cap_pixels_per_frame"):  # 5.x before 5.22: silence its warning
+            kwargs["cap_pixels_per_frame"] = False  # (no effect: frames are not resized here)
+        return kwargs
+
     def video_features(self, model, pixel_values, grid) -> list[VideoFeatures]:
         """One vision-tower call for every video; split back per video (tokens = T x H x W / merge^2)."""
         import torch
