@@ -1,68 +1,11 @@
-"""Video token <-> (t, h, w) cell <-> sampled frames and pixel rectangles, and cell coverage of boxes and masks.
-
-Qwen3-VL cuts the sampled (already resized) frames into 16 px patches, groups 2 frames in time (temporal patch)
-and merges 2 x 2 patches into one LLM token, so merged token k of a video covers frames [2t, 2t + 2) of the
-sampled clip and a 32 x 32 block of the resized frame. The processor and the vision merger both order tokens
-t-major, then row, then column; the k-th `<|video_pad|>` of the prompt receives token k.
-"""
+"""Cells of the video-token grid (cuelab.model.video_tokens.VideoGrid) <-> sampled frames and source pixel
+rectangles, and cell coverage of boxes and masks (what attention lift is measured against)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class VideoGrid:
-    t: int  # temporal cells (frame pairs)
-    h: int  # merged-token rows
-    w: int  # merged-token columns
-    patch: int = 16
-    merge: int = 2
-    temporal_patch: int = 2
-
-    @classmethod
-    def from_thw(cls, grid_thw, patch: int = 16, merge: int = 2, temporal_patch: int = 2) -> "VideoGrid":
-        """From one row of the processor's `video_grid_thw` (T, H, W) in patches."""
-        t, h, w = (int(x) for x in np.asarray(grid_thw).reshape(-1)[:3])
-        if h % merge or w % merge:
-            raise ValueError(f"grid {t}x{h}x{w} is not divisible by the merge size {merge}")
-        return cls(t, h // merge, w // merge, patch, merge, temporal_patch)
-
-    @property
-    def cell_px(self) -> int:
-        """Side of one token's block in resized-frame pixels (32)."""
-        return self.patch * self.merge
-
-    @property
-    def n_tokens(self) -> int:
-        return self.t * self.h * self.w
-
-    def cell(self, k: int) -> tuple[int, int, int]:
-        if not 0 <= k < self.n_tokens:
-            raise IndexError(f"video token {k} outside 0..{self.n_tokens - 1}")
-        per_frame = self.h * self.w
-        return k // per_frame, (k % per_frame) // self.w, k % self.w
-
-    def token(self, t: int, i: int, j: int) -> int:
-        if not (0 <= t < self.t and 0 <= i < self.h and 0 <= j < self.w):
-            raise IndexError(f"cell {(t, i, j)} outside grid {self.t}x{self.h}x{self.w}")
-        return (t * self.h + i) * self.w + j
-
-    def frames_of(self, t: int) -> list[int]:
-        """Positions in the sampled clip (SampledFrames.frames) that temporal cell t covers."""
-        return list(range(t * self.temporal_patch, (t + 1) * self.temporal_patch))
-
-    def resized_rect(self, i: int, j: int) -> tuple[int, int, int, int]:
-        """(x1, y1, x2, y2) of cell (i, j) in resized-frame pixels (x2, y2 exclusive)."""
-        c = self.cell_px
-        return j * c, i * c, (j + 1) * c, (i + 1) * c
-
-    def to_map(self, values: np.ndarray) -> np.ndarray:
-        """(..., n_tokens) -> (..., t, h, w)."""
-        values = np.asarray(values)
-        return values.reshape(*values.shape[:-1], self.t, self.h, self.w)
+from cuelab.model.video_tokens import VideoGrid
 
 
 def source_frames(grid: VideoGrid, frames, t: int) -> list[int]:

@@ -102,7 +102,7 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def video_grid(self, inputs: dict, processor):
-        """The video-token grid (cuelab.attention.grid.VideoGrid) of one prompt's processor inputs."""
+        """The video-token grid (cuelab.model.video_tokens.VideoGrid) of one prompt's processor inputs."""
 
     # -- models built here ----------------------------------------------------------------------------------------
     @abstractmethod

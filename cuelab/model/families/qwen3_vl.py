@@ -73,7 +73,7 @@ class Qwen3VL(ModelFamily):
             compile_blocks(model)
 
     def video_grid(self, inputs: dict, processor):
-        from cuelab.attention.grid import VideoGrid
+        from cuelab.model.video_tokens import VideoGrid
 
         g = self.geometry(processor)
         return VideoGrid.from_thw(inputs["video_grid_thw"][0], g.patch, g.merge, g.temporal_patch)
