@@ -128,12 +128,15 @@ class FramesConfig(Section):
                  self.max_pixels_per_frame)
         return self
 
-    def spec(self):
+    def spec(self, geometry=None):
+        """The FrameSpec of these settings for a model family's FrameGeometry (None: Qwen3-VL's, factor 32 and
+        temporal patch 2)."""
         from cuelab.video.io import FrameSpec
 
+        sizes = {"factor": geometry.factor, "temporal_patch": geometry.temporal_patch} if geometry else {}
         return FrameSpec(fps=self.fps, min_frames=self.min_frames, max_frames=self.max_frames,
                          total_pixels=self.total_pixels, max_pixels_per_frame=self.max_pixels_per_frame,
-                         min_pixels_per_frame=self.min_pixels_per_frame, rule=self.rule)
+                         min_pixels_per_frame=self.min_pixels_per_frame, rule=self.rule, **sizes)
 
 
 class TinyModelConfig(Section):
@@ -186,6 +189,18 @@ class ModelConfig(Section):
     # verbatim (choices as a Python list) and its training target (answer + end token + newline)
     prompt: Literal["cuelab", "first_study"] = "cuelab"
     tiny: TinyModelConfig | None = None  # set: build this tiny model instead of loading name_or_path
+    # the model family (cuelab.model.families); None: the checkpoint's own (its config.json model_type), and for a
+    # tiny model qwen3_vl
+    family: str | None = None
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v):
+        from cuelab.model.families import FAMILIES
+
+        if v is not None and v not in FAMILIES:
+            raise ValueError(f"unknown model family {v!r} (known: {', '.join(FAMILIES)})")
+        return v
 
 
 class PhaseConfig(Section):
