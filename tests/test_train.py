@@ -17,7 +17,7 @@ from cuelab.model.load import load_model
 from cuelab.model.merge import merge_adapter
 from cuelab.model.prompt import build_inputs
 from cuelab.model.tiny import small_test_config
-from cuelab.model.train import checkpoints, lora_targets, train
+from cuelab.model.train import TrainState, checkpoints, lora_targets, train
 
 CONDITIONS = ("plain", "box", "trajectory")
 
@@ -161,6 +161,24 @@ def test_crash_and_resume_replays_the_same_loss_curve(trained, data, tmp_path):
     assert summary["steps"] == 30
     # float32 on CPU: the resumed curve equals the uninterrupted one exactly, steps 21-30 included
     assert _losses(crashed) == _losses(out)
+
+
+def test_train_state_round_trips_through_the_checkpoint(trained, tmp_path):
+    """state.json is the TrainState with the keys (in order) checkpoints had before the class: both ways."""
+    out, summary = trained
+    for ckpt in checkpoints(out):
+        saved = json.loads((ckpt / "state.json").read_text())
+        state = TrainState.load(ckpt / "state.json")
+        assert state.to_dict() == saved and list(state.to_dict()) == list(saved)
+        assert state.step == int(ckpt.name.split("-")[1]) and state.run_key == summary["run_key"]
+    older = {"step": 20, "phase": 0, "phase_step": 20, "epoch": 1, "pos": 8, "elapsed": 12.5, "samples": 80,
+             "phase_elapsed": 12.5, "run_key": "bb4048dda135e571"}  # a state.json as written before TrainState
+    (tmp_path / "state.json").write_text(json.dumps(older))
+    assert TrainState.load(tmp_path / "state.json") == TrainState(**older)
+    del older["pos"]
+    (tmp_path / "state.json").write_text(json.dumps(older))
+    with pytest.raises(DataError, match="pos"):
+        TrainState.load(tmp_path / "state.json")
 
 
 def test_full_mode_with_curriculum_phases(data, tmp_path):

@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 from cuelab.config import ExperimentConfig, TrainConfig
 from cuelab.errors import DataError
 from cuelab.fsutil import append_jsonl, atomic_write_json, load_json, read_jsonl, write_jsonl
-from cuelab.model.data import FrameCache, SampleEncoder, batches, epoch_order, load_questions, mix, select
+from cuelab.model.data import (FrameCache, Sample, SampleEncoder, batches, epoch_order, load_questions, mix,
+                              select)
 from cuelab.model.prompt import prompt_spec
 
 LM_LAYERS = r"model\.language_model\.layers\.\d+\..*"
@@ -161,6 +163,33 @@ def lr_factor(progress: float, tc: TrainConfig) -> float:
 
 # --- checkpoints -----------------------------------------------------------------------------------------------
 
+@dataclass
+class TrainState:
+    """Where a run stands. Saved as each checkpoint's state.json (these keys in this order; asdict keeps the
+    format of checkpoints written before this class) and restored by a resume."""
+
+    step: int = 0  # optimizer steps done
+    phase: int = 0  # index into train.phases
+    phase_step: int = 0  # optimizer steps done in this phase
+    epoch: int = 0  # epoch within the phase
+    pos: int = 0  # micro-batch position in the epoch's order where the next step starts
+    elapsed: float = 0.0  # seconds of training (what max_seconds counts)
+    samples: int = 0  # samples seen, all processes together
+    phase_elapsed: float = 0.0  # seconds of training in this phase
+    run_key: str = ""  # run_key(): a checkpoint resumes only the run that wrote it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainState:
+        saved = load_json(path)
+        missing = [f.name for f in fields(cls) if f.name not in saved]
+        if missing:
+            raise DataError(f"checkpoint state lacks {missing}", file=str(path), field=missing[0])
+        return cls(**{f.name: saved[f.name] for f in fields(cls)})
+
+
 def _trainable(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -196,13 +225,14 @@ def _sharded(accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
-def save_checkpoint(out: Path, model, optimizer, state: dict, accelerator, keep: int = 2) -> Path:
-    """Write checkpoints/step-N atomically: a temp folder renamed when complete. Every rank writes its RNG."""
+def write_checkpoint(out: Path, model, optimizer, state: TrainState, accelerator, keep: int = 2) -> Path:
+    """Write checkpoints/step-N atomically: a temp folder renamed when complete. Every rank writes its RNG;
+    state.json (the TrainState) is written last."""
     from safetensors.torch import save_file
 
     root = out / "checkpoints"
-    final = root / f"step-{state['step']:07d}"
-    tmp = root / f".tmp-step-{state['step']:07d}"
+    final = root / f"step-{state.step:07d}"
+    tmp = root / f".tmp-step-{state.step:07d}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -216,7 +246,7 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, accelerator, keep:
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        atomic_write_json(tmp / "state.json", state)
+        atomic_write_json(tmp / "state.json", state.to_dict())
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in checkpoints(out)[:-keep]:
@@ -225,12 +255,13 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, accelerator, keep:
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, accelerator) -> dict:
+def read_checkpoint(path: Path, model, optimizer, accelerator) -> TrainState:
+    """Load a checkpoint's weights, optimizer state and this rank's RNG into place; returns its TrainState."""
     from safetensors.torch import load_file
 
     if _sharded(accelerator):
         accelerator.load_state(str(path / "accelerate"))
-        return load_json(path / "state.json")
+        return TrainState.load(path / "state.json")
     unwrapped = accelerator.unwrap_model(model)
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(unwrapped.named_parameters())
@@ -245,7 +276,7 @@ def load_checkpoint(path: Path, model, optimizer, accelerator) -> dict:
     rng = path / f"rng-{accelerator.process_index}.pt"
     if rng.is_file():
         _set_rng_state(torch.load(rng, weights_only=False))
-    return load_json(path / "state.json")
+    return TrainState.load(path / "state.json")
 
 
 # --- final save ------------------------------------------------------------------------------------------------
@@ -271,10 +302,29 @@ def save_final(out: Path, model, processor, accelerator) -> Path:
     return final
 
 
-# --- the loop --------------------------------------------------------------------------------------------------
+# --- budgets ---------------------------------------------------------------------------------------------------
 
-def _phase_plan(questions: list[dict], tc: TrainConfig, world: int) -> list[dict]:
-    """Per phase: its samples and how many micro-batches of one epoch form whole optimizer steps."""
+@dataclass
+class PhasePlan:
+    """One curriculum phase: its samples and how many micro-batches of one epoch form whole optimizer steps."""
+
+    name: str
+    samples: list[Sample]
+    steps_per_epoch: int
+    fraction: float
+
+
+@dataclass
+class Budget:
+    """How long to train: total optimizer steps (None under a time budget) and each phase's share in steps
+    and in seconds (None where that budget is not set)."""
+
+    total: int | None
+    phase_steps: list[int | None]
+    phase_secs: list[float | None]
+
+
+def _phase_plan(questions: list[dict], tc: TrainConfig, world: int) -> list[PhasePlan]:
     plans = []
     for p, phase in enumerate(tc.phases):
         qs = select(questions, phase.kinds, phase.max_objects)
@@ -284,21 +334,20 @@ def _phase_plan(questions: list[dict], tc: TrainConfig, world: int) -> list[dict
         if steps_per_epoch == 0:
             raise DataError(f"phase {phase.name!r} has {len(samples)} samples, fewer than one optimizer step "
                             f"({per_step} = batch_size x grad_accum x processes)", field="train.phases")
-        plans.append({"name": phase.name, "samples": samples, "steps_per_epoch": steps_per_epoch,
-                      "fraction": phase.fraction})
+        plans.append(PhasePlan(phase.name, samples, steps_per_epoch, phase.fraction))
     return plans
 
 
-def _budgets(plans: list[dict], tc: TrainConfig) -> tuple[int | None, list[int | None], list[float | None]]:
-    """(total steps or None, steps per phase, seconds per phase): phases share the budget by `fraction`."""
-    total_frac = sum(p["fraction"] for p in plans)
-    shares = [p["fraction"] / total_frac for p in plans]
+def _budgets(plans: list[PhasePlan], tc: TrainConfig) -> Budget:
+    """Phases share the budget (max_steps, max_seconds or epochs of the last phase) by `fraction`."""
+    total_frac = sum(p.fraction for p in plans)
+    shares = [p.fraction / total_frac for p in plans]
     if tc.max_steps is not None:
         total = tc.max_steps
     elif tc.max_seconds is not None:
         total = None
     else:
-        total = max(1, round(tc.epochs * plans[-1]["steps_per_epoch"]))
+        total = max(1, round(tc.epochs * plans[-1].steps_per_epoch))
     steps: list[int | None] = [None] * len(plans)
     if total is not None:
         cum = np.cumsum(shares)
@@ -306,7 +355,7 @@ def _budgets(plans: list[dict], tc: TrainConfig) -> tuple[int | None, list[int |
         bounds[-1] = total
         steps = [bounds[i + 1] - bounds[i] for i in range(len(plans))]
     secs = [s * tc.max_seconds if tc.max_seconds is not None else None for s in shares]
-    return total, steps, secs
+    return Budget(total, steps, secs)
 
 
 def run_key(cfg: ExperimentConfig, tc: TrainConfig, base_model, questions_path, world: int) -> str:
@@ -328,158 +377,260 @@ def run_key(cfg: ExperimentConfig, tc: TrainConfig, base_model, questions_path, 
     return h.hexdigest()[:16]
 
 
+# --- the recipe ------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Accumulated:
+    """One optimizer step's micro-batches on this rank, forward and backward done."""
+
+    losses: list[torch.Tensor]  # each micro-batch's mean answer loss (none for a batch with no readable sample)
+    pos: int  # micro-batch position after the step
+
+
+class FinetuneRecipe:
+    """One training run in torchtune's shape: setup() -> train() -> cleanup(), with save_checkpoint() every
+    `save_steps`. Everything a resume needs besides weights, optimizer and RNG is in `state` (a TrainState)."""
+
+    def __init__(self, cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_model=None,
+                 resume: bool = False, *, train_cfg: TrainConfig | None = None,
+                 on_step: Callable[[dict], None] | None = None):
+        self.cfg, self.tc = cfg, train_cfg or cfg.train
+        self.questions_path, self.videos_root, self.out = questions_path, videos_root, Path(out_dir)
+        self.base_model, self.resume, self.on_step = base_model, resume, on_step
+        self.state = TrainState()
+        self.last_loss = float("nan")
+        self.done = False
+
+    # --- setup ---
+
+    def setup(self) -> dict | None:
+        """Accelerator, model, optimizer, data, budget, the resumed state and the loggers. Returns the summary of
+        a run that already finished with the same settings, base model and questions (nothing to train then)."""
+        from transformers import set_seed
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._setup_accelerator()
+        if self.resume and (earlier := self._finished_before()) is not None:
+            return earlier
+        ckpts = self._resumable_checkpoints()
+        if self.tc.threads:  # float sums split over threads differ in the last bits with the thread count
+            torch.set_num_threads(self.tc.threads)
+        set_seed(self.tc.seed)
+        self._setup_model()
+        self._setup_data()
+        self.state = TrainState(run_key=self.key)
+        if ckpts:
+            self._restore(ckpts[-1])
+        self.accelerator.wait_for_everyone()
+        self._setup_logging()
+        return None
+
+    def _setup_accelerator(self) -> None:
+        from accelerate import Accelerator
+
+        probe_device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.bf16 = _bf16(self.tc, probe_device)
+        # cpu=True where there is no GPU: torchrun on CPUs then forms a gloo group instead of N lone processes
+        self.accelerator = Accelerator(mixed_precision="bf16" if (self.bf16 and self.tc.mode == "full") else "no",
+                                       cpu=not torch.cuda.is_available())
+        acc = self.accelerator
+        self.is_main, self.world, self.rank = acc.is_main_process, acc.num_processes, acc.process_index
+        self.key = run_key(self.cfg, self.tc, self.base_model, self.questions_path, self.world)
+
+    def _finished_before(self) -> dict | None:
+        summary_path = self.out / "train_summary.json"
+        if summary_path.is_file() and (self.out / "final").is_dir():
+            done_before = load_json(summary_path)
+            if done_before.get("run_key") == self.key:
+                return done_before
+        return None
+
+    def _resumable_checkpoints(self) -> list[Path]:
+        """Checkpoints of this run key when resuming, oldest first; without any, what an earlier run left is
+        removed (a fresh run replaces it)."""
+        ckpts = [c for c in checkpoints(self.out)
+                 if load_json(c / "state.json").get("run_key") == self.key] if self.resume else []
+        if not ckpts and self.is_main:
+            for name in ("checkpoints", "final", "tensorboard"):
+                shutil.rmtree(self.out / name, ignore_errors=True)
+            for name in ("train_log.jsonl", "errors.jsonl", "train_summary.json"):
+                (self.out / name).unlink(missing_ok=True)
+        self.accelerator.wait_for_everyone()
+        return ckpts
+
+    def _setup_model(self) -> None:
+        acc, tc = self.accelerator, self.tc
+        self.base = _resolve_base(self.cfg, self.base_model, self.out, self.is_main, acc)
+        model, self.processor, groups = setup_model(self.base, tc, self.cfg, acc.device, self.bf16)
+        optimizer = make_optimizer(groups, tc, acc.device)
+        self.wrapper, self.optimizer = acc.prepare(AnswerLoss(model), optimizer)
+        self.autocast = torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=self.bf16 and tc.mode == "full")
+
+    def _setup_data(self) -> None:
+        questions = load_questions(self.questions_path)
+        self.plans = _phase_plan(questions, self.tc, self.world)
+        self.budget = _budgets(self.plans, self.tc)
+        frames = FrameCache(self.videos_root, self.cfg.frames_train.spec())
+        self.encoder = SampleEncoder(self.processor, frames, prompt_spec(self.cfg),
+                                     errors_path=self.out / "errors.jsonl" if self.is_main else None)
+        self.pad_id = self.processor.tokenizer.pad_token_id
+
+    def _restore(self, checkpoint: Path) -> None:
+        self.state = read_checkpoint(checkpoint, self.wrapper, self.optimizer, self.accelerator)
+        log_path = self.out / "train_log.jsonl"
+        if self.is_main and log_path.is_file():  # drop log rows after the checkpoint (they will be redone)
+            write_jsonl(log_path, [r for r in read_jsonl(log_path, skip_partial=True)
+                                   if r["step"] <= self.state.step])
+
+    def _setup_logging(self) -> None:
+        from tqdm import tqdm
+
+        self.writer = None
+        if self.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.state.step or None)
+            except ImportError:  # tensorboard is optional; train_log.jsonl has the same numbers
+                self.writer = None
+        self.bar = tqdm(total=self.budget.total, initial=self.state.step, disable=not self.is_main,
+                        desc=f"train ({self.tc.mode})", unit="step")
+
+    # --- the loop ---
+
+    def train(self) -> None:
+        """Optimizer steps from the (restored) state until the budget is spent: phase by phase, epoch by epoch."""
+        self.t_start = time.perf_counter() - self.state.elapsed
+        while self.state.phase < len(self.plans) and not self.done:
+            phase_over = self._train_epoch()
+            if not phase_over and not self.done:  # next epoch of the same phase
+                self.state.epoch += 1
+                self.state.pos = 0
+
+    def _train_epoch(self) -> bool:
+        """The rest of the current epoch of the current phase, from state.pos; True when the phase ended in it."""
+        tc, s = self.tc, self.state
+        p = s.phase
+        plan = self.plans[p]
+        n_micro = plan.steps_per_epoch * tc.grad_accum * self.world
+        order = epoch_order(len(plan.samples), tc.seed, p, s.epoch)[:n_micro * tc.batch_size]
+        stream = batches(plan.samples, order, s.pos, tc.batch_size, self.encoder, self.pad_id, self.rank,
+                         self.world, workers=tc.num_workers)
+        while True:
+            step = self._accumulate(stream)
+            if step is None:  # epoch exhausted
+                return False
+            factor = self._optimizer_step()
+            self._advance(step, factor, plan.name)
+            phase_over = self._check_budget(p)
+            if s.step % tc.save_steps == 0 and not self.done:
+                self.save_checkpoint()
+            if self.on_step is not None:
+                self.on_step(dict(s.to_dict(), loss=self.last_loss))
+            if phase_over or self.done:
+                return phase_over
+
+    def _accumulate(self, stream) -> _Accumulated | None:
+        """Forward and backward of grad_accum micro-batches on this rank, gradients synced on the last one;
+        None when the epoch runs out first."""
+        losses, micro, pos = [], 0, self.state.pos
+        for pos, batch in stream:
+            micro += 1
+            sync = micro == self.tc.grad_accum
+            ctx = self.accelerator.no_sync(self.wrapper) if not sync else contextlib.nullcontext()
+            with ctx:
+                if batch is not None:
+                    losses.append(self._backward(batch))
+            if sync:
+                return _Accumulated(losses, pos)
+        return None
+
+    def _backward(self, batch: dict) -> torch.Tensor:
+        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        with self.autocast:
+            loss_sum, n_tok = self.wrapper(**batch)
+        loss = loss_sum / n_tok.clamp(min=1)
+        self.accelerator.backward(loss / self.tc.grad_accum)
+        return loss.detach()
+
+    def _progress(self) -> float:
+        if self.budget.total is not None:
+            return self.state.step / self.budget.total
+        return self.state.elapsed / self.tc.max_seconds
+
+    def _optimizer_step(self) -> float:
+        """Clip, set the scheduled lr, step; returns the lr factor used."""
+        self.accelerator.clip_grad_norm_(self.wrapper.parameters(), self.tc.max_grad_norm)
+        factor = lr_factor(self._progress(), self.tc)
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * factor
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return factor
+
+    def _advance(self, step: _Accumulated, factor: float, phase_name: str) -> None:
+        """The step's loss (mean over ranks), the state moved on by one step, the progress bar and the logs."""
+        tc, s, acc = self.tc, self.state, self.accelerator
+        step_loss = torch.stack(step.losses).mean() if step.losses else torch.tensor(float("nan"), device=acc.device)
+        self.last_loss = acc.reduce(step_loss, reduction="mean").item()
+        now = time.perf_counter()
+        s.phase_elapsed += (now - self.t_start) - s.elapsed
+        s.step, s.phase_step, s.pos = s.step + 1, s.phase_step + 1, step.pos
+        s.elapsed, s.samples = now - self.t_start, s.samples + tc.batch_size * tc.grad_accum * self.world
+        self.bar.update(1)
+        if self.is_main and (s.step % tc.log_steps == 0 or s.step == 1):
+            row = {"step": s.step, "loss": round(self.last_loss, 6), "lr": factor * tc.lr,
+                   "seconds": round(s.elapsed, 3), "phase": phase_name, "samples": s.samples}
+            append_jsonl(self.out / "train_log.jsonl", [row])
+            self.bar.set_postfix(loss=f"{self.last_loss:.4f}")
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", self.last_loss, s.step)
+                self.writer.add_scalar("train/lr", factor * tc.lr, s.step)
+
+    def _check_budget(self, p: int) -> bool:
+        """Whether phase p is over (its steps or seconds spent); sets `done` when the whole budget is. A phase
+        that is over moves the state to the start of the next one."""
+        s, b, tc = self.state, self.budget, self.tc
+        budget_steps = b.phase_steps[p] is not None and s.phase_step >= b.phase_steps[p]
+        budget_secs = b.phase_secs[p] is not None and s.phase_elapsed >= b.phase_secs[p]
+        out_of_time = tc.max_seconds is not None and s.elapsed >= tc.max_seconds
+        phase_over = budget_steps or budget_secs or out_of_time
+        self.done = out_of_time or (b.total is not None and s.step >= b.total)
+        if phase_over:
+            s.phase, s.phase_step, s.epoch, s.pos, s.phase_elapsed = p + 1, 0, 0, 0, 0.0
+        return phase_over
+
+    # --- saving ---
+
+    def save_checkpoint(self) -> Path:
+        """checkpoints/step-N: trainable weights, optimizer, every rank's RNG and the TrainState."""
+        return write_checkpoint(self.out, self.wrapper, self.optimizer, self.state, self.accelerator)
+
+    def cleanup(self) -> dict:
+        """Close the progress bar and TensorBoard, write <out>/final and train_summary.json; returns the summary."""
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+        final = save_final(self.out, self.wrapper, self.processor, self.accelerator)
+        s = self.state
+        summary = {"run_key": self.key, "mode": self.tc.mode, "steps": s.step, "samples": s.samples,
+                   "seconds": round(s.elapsed, 3), "final_loss": self.last_loss, "final": str(final),
+                   "base_model": self.base, "processes": self.world, "bad_videos": len(self.encoder.bad)}
+        if self.is_main:
+            atomic_write_json(self.out / "train_summary.json", summary)
+        return summary
+
+
 def train(cfg: ExperimentConfig, questions_path, videos_root, out_dir, base_model=None, resume: bool = False, *,
           train_cfg: TrainConfig | None = None, on_step: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune on questions_path x cfg.train.conditions (videos at videos_root/<condition>/<video>), writing
     <out_dir>/{train_log.jsonl, checkpoints/, tensorboard/, final/}. `train_cfg` replaces cfg.train (the
-    demo's pretraining passes cfg.pretrain). Returns a summary dict (also written to train_summary.json)."""
-    from accelerate import Accelerator
-    from tqdm import tqdm
-    from transformers import set_seed
-
-    tc = train_cfg or cfg.train
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    probe_device = "cuda" if torch.cuda.is_available() else "cpu"
-    bf16 = _bf16(tc, probe_device)
-    # cpu=True where there is no GPU: torchrun on CPUs then forms a gloo group instead of N lone processes
-    accelerator = Accelerator(mixed_precision="bf16" if (bf16 and tc.mode == "full") else "no",
-                              cpu=not torch.cuda.is_available())
-    is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
-
-    # resume only what the same settings, base model and questions started
-    key = run_key(cfg, tc, base_model, questions_path, world)
-    summary_path = out / "train_summary.json"
-    if resume and summary_path.is_file() and (out / "final").is_dir():
-        done_before = load_json(summary_path)
-        if done_before.get("run_key") == key:  # finished earlier: nothing to redo
-            return done_before
-    ckpts = [c for c in checkpoints(out) if load_json(c / "state.json").get("run_key") == key] if resume else []
-    if not ckpts and is_main:  # a fresh run replaces what an earlier run left
-        for name in ("checkpoints", "final", "tensorboard"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("train_log.jsonl", "errors.jsonl", "train_summary.json"):
-            (out / name).unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-    if tc.threads:  # float sums split over threads differ in the last bits with the thread count
-        torch.set_num_threads(tc.threads)
-    set_seed(tc.seed)
-    base = _resolve_base(cfg, base_model, out, is_main, accelerator)
-    model, processor, groups = setup_model(base, tc, cfg, accelerator.device, bf16)
-    optimizer = make_optimizer(groups, tc, accelerator.device)
-    wrapper = AnswerLoss(model)
-    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
-
-    questions = load_questions(questions_path)
-    plans = _phase_plan(questions, tc, world)
-    total, phase_steps, phase_secs = _budgets(plans, tc)
-    frames = FrameCache(videos_root, cfg.frames_train.spec())
-    encoder = SampleEncoder(processor, frames, prompt_spec(cfg),
-                            errors_path=out / "errors.jsonl" if is_main else None)
-    pad_id = processor.tokenizer.pad_token_id
-
-    state = {"step": 0, "phase": 0, "phase_step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "samples": 0,
-             "phase_elapsed": 0.0, "run_key": key}
-    log_path = out / "train_log.jsonl"
-    if ckpts:
-        state = load_checkpoint(ckpts[-1], wrapper, optimizer, accelerator)
-        if is_main and log_path.is_file():  # drop log rows after the checkpoint (they will be redone)
-            write_jsonl(log_path, [r for r in read_jsonl(log_path, skip_partial=True)
-                                   if r["step"] <= state["step"]])
-    accelerator.wait_for_everyone()
-
-    writer = None
-    if is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(out / "tensorboard"), purge_step=state["step"] or None)
-        except ImportError:  # tensorboard is optional; train_log.jsonl has the same numbers
-            writer = None
-
-    def progress() -> float:
-        if total is not None:
-            return state["step"] / total
-        return state["elapsed"] / tc.max_seconds
-
-    bar = tqdm(total=total, initial=state["step"], disable=not is_main, desc=f"train ({tc.mode})", unit="step")
-    autocast = torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16 and tc.mode == "full")
-    t_start = time.perf_counter() - state["elapsed"]
-    last_loss = float("nan")
-    done = False
-    while state["phase"] < len(plans) and not done:
-        p = state["phase"]
-        plan = plans[p]
-        n_micro = plan["steps_per_epoch"] * tc.grad_accum * world
-        order = epoch_order(len(plan["samples"]), tc.seed, p, state["epoch"])[:n_micro * tc.batch_size]
-        stream = batches(plan["samples"], order, state["pos"], tc.batch_size, encoder, pad_id, rank, world,
-                         workers=tc.num_workers)
-        phase_over = False
-        while True:
-            # one optimizer step: grad_accum micro-batches on each rank
-            losses, micro, pos = [], 0, state["pos"]
-            for pos, batch in stream:
-                micro += 1
-                sync = micro == tc.grad_accum
-                ctx = accelerator.no_sync(wrapper) if not sync else contextlib.nullcontext()
-                with ctx:
-                    if batch is not None:
-                        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                        with autocast:
-                            loss_sum, n_tok = wrapper(**batch)
-                        loss = loss_sum / n_tok.clamp(min=1)
-                        accelerator.backward(loss / tc.grad_accum)
-                        losses.append(loss.detach())
-                if sync:
-                    break
-            if micro < tc.grad_accum:  # epoch exhausted
-                break
-            accelerator.clip_grad_norm_(wrapper.parameters(), tc.max_grad_norm)
-            factor = lr_factor(progress(), tc)
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * factor
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = torch.stack(losses).mean() if losses else torch.tensor(float("nan"),
-                                                                               device=accelerator.device)
-            last_loss = accelerator.reduce(step_loss, reduction="mean").item()
-            now = time.perf_counter()
-            state["phase_elapsed"] += (now - t_start) - state["elapsed"]
-            state.update(step=state["step"] + 1, phase_step=state["phase_step"] + 1, pos=pos,
-                         elapsed=now - t_start, samples=state["samples"] + tc.batch_size * tc.grad_accum * world)
-            bar.update(1)
-            if is_main and (state["step"] % tc.log_steps == 0 or state["step"] == 1):
-                row = {"step": state["step"], "loss": round(last_loss, 6), "lr": factor * tc.lr,
-                       "seconds": round(state["elapsed"], 3), "phase": plan["name"], "samples": state["samples"]}
-                append_jsonl(log_path, [row])
-                bar.set_postfix(loss=f"{last_loss:.4f}")
-                if writer is not None:
-                    writer.add_scalar("train/loss", last_loss, state["step"])
-                    writer.add_scalar("train/lr", factor * tc.lr, state["step"])
-            budget_steps = phase_steps[p] is not None and state["phase_step"] >= phase_steps[p]
-            budget_secs = phase_secs[p] is not None and state["phase_elapsed"] >= phase_secs[p]
-            out_of_time = tc.max_seconds is not None and state["elapsed"] >= tc.max_seconds
-            phase_over = budget_steps or budget_secs or out_of_time
-            done = out_of_time or (total is not None and state["step"] >= total)
-            if phase_over:
-                state.update(phase=p + 1, phase_step=0, epoch=0, pos=0, phase_elapsed=0.0)
-            if state["step"] % tc.save_steps == 0 and not done:
-                save_checkpoint(out, wrapper, optimizer, dict(state), accelerator)
-            if on_step is not None:
-                on_step(dict(state, loss=last_loss))
-            if phase_over or done:
-                break
-        if not phase_over and not done:  # next epoch of the same phase
-            state.update(epoch=state["epoch"] + 1, pos=0)
-    bar.close()
-    if writer is not None:
-        writer.close()
-
-    final = save_final(out, wrapper, processor, accelerator)
-    summary = {"run_key": key, "mode": tc.mode, "steps": state["step"], "samples": state["samples"],
-               "seconds": round(state["elapsed"], 3), "final_loss": last_loss, "final": str(final),
-               "base_model": base, "processes": world, "bad_videos": len(encoder.bad)}
-    if is_main:
-        atomic_write_json(summary_path, summary)
-    return summary
+    demo's pretraining passes cfg.pretrain); `on_step` gets the TrainState as a dict, with the step's loss.
+    Returns a summary dict (also written to train_summary.json)."""
+    recipe = FinetuneRecipe(cfg, questions_path, videos_root, out_dir, base_model, resume, train_cfg=train_cfg,
+                            on_step=on_step)
+    earlier = recipe.setup()
+    if earlier is not None:  # finished earlier: nothing to redo
+        return earlier
+    recipe.train()
+    return recipe.cleanup()
