@@ -1,9 +1,12 @@
 """Supervised fine-tuning of Qwen3-VL on the multiple-choice questions: LoRA (default) or full.
 
-Reads top to bottom like a recipe: model -> trainable parameters -> samples -> budget -> loop -> final save.
+Reads top to bottom: the loss, model and trainable parameters, schedule, checkpoints, budgets, then
+FinetuneRecipe in torchtune's shape (setup -> train -> cleanup, save_checkpoint every `save_steps`) and train(),
+the public entry point that runs it.
 The loss is cross-entropy on the answer tokens only, and logits are computed only at those positions (the
 vocabulary projection of every prompt token would cost more than the rest of the step's memory).
-Checkpoints (trainable weights, optimizer, data position, RNG) are written atomically every `save_steps`;
+Checkpoints (trainable weights, optimizer, RNG and the TrainState: step, phase, epoch, data position,
+seconds) are written atomically every `save_steps`;
 `resume=True` continues from the last one and replays exactly the batches an uninterrupted run would see.
 Runs under `accelerate launch` / `torchrun` (DDP): micro-batch g goes to rank g % world.
 """
