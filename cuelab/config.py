@@ -133,7 +133,8 @@ class FramesConfig(Section):
         temporal patch 2)."""
         from cuelab.video.io import FrameSpec
 
-        sizes = {"factor": geometry.factor, "temporal_patch": geometry.temporal_patch} if geometry else {}
+        sizes = ({"factor": geometry.factor, "temporal_patch": geometry.temporal_patch, "size": geometry.size}
+                 if geometry else {})
         return FrameSpec(fps=self.fps, min_frames=self.min_frames, max_frames=self.max_frames,
                          total_pixels=self.total_pixels, max_pixels_per_frame=self.max_pixels_per_frame,
                          min_pixels_per_frame=self.min_pixels_per_frame, rule=self.rule, **sizes)

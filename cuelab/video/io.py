@@ -204,6 +204,9 @@ class FrameSpec:
     min_pixels_per_frame: int = 32 * 32
     factor: int = 32  # patch 16 x spatial merge 2
     temporal_patch: int = 2
+    # (width, height) every frame is resized to, for models that see a fixed frame size (LLaVA-OneVision,
+    # InternVL, SmolVLM); None: Qwen-VL's rule (smart_resize with `factor` and the pixel budget)
+    size: tuple[int, int] | None = None
     # "fps": sample_indices (fps within min/max frames). "first_study_vllm": the frames the first study's vLLM 0.11
     # server gave Qwen3-VL (cuelab.video.first_study_frames; fps and min/max frames unused, the pixel settings
     # apply); its `timestamps` are "prompt" (the times vLLM 0.11 wrote, 6x too large on clips it resampled: what
@@ -311,6 +314,17 @@ def _study_indices(video: Video, spec: FrameSpec, video_id: str) -> tuple[list[i
     return r.indices, {"meta_indices": r.stamp_indices, "meta_fps": r.stamp_fps} if spec.timestamps == "prompt" else {}
 
 
+def _resized_size(video: Video, spec: FrameSpec, n_frames: int) -> tuple[int, int]:
+    """(height, width) the sampled frames are resized to: the fixed size, or smart_resize within the budget."""
+    if spec.size is not None:
+        return spec.size[1], spec.size[0]
+    per_frame = spec.max_pixels_per_frame
+    if spec.total_pixels:
+        per_frame = min(per_frame, spec.total_pixels // n_frames)
+    per_frame = max(per_frame, spec.min_pixels_per_frame)
+    return smart_resize(video.height, video.width, spec.factor, spec.min_pixels_per_frame, per_frame)
+
+
 def sample_frames(video: Video | str | Path, spec: FrameSpec, video_id: str = "") -> SampledFrames:
     """THE frame-sampling function: training, both evaluation backends and attention all call this."""
     if not isinstance(video, Video):
@@ -320,11 +334,7 @@ def sample_frames(video: Video | str | Path, spec: FrameSpec, video_id: str = ""
         idx, more = _study_indices(video, spec, video_id)
     else:
         idx, more = sample_indices(video.n_frames, video.fps, spec), {}
-    per_frame = spec.max_pixels_per_frame
-    if spec.total_pixels:
-        per_frame = min(per_frame, spec.total_pixels // len(idx))
-    per_frame = max(per_frame, spec.min_pixels_per_frame)
-    rh, rw = smart_resize(video.height, video.width, spec.factor, spec.min_pixels_per_frame, per_frame)
+    rh, rw = _resized_size(video, spec, len(idx))
     frames = video.frames[idx]
     if (rh, rw) != (video.height, video.width):
         frames = np.stack([cv2.resize(f, (rw, rh), interpolation=cv2.INTER_AREA) for f in frames])

@@ -22,6 +22,7 @@ class FrameGeometry:
     patch: int = 16
     merge: int = 2
     temporal_patch: int = 2
+    size: tuple[int, int] | None = None  # (width, height) of every frame, for fixed-size families
 
     @property
     def factor(self) -> int:
