@@ -237,16 +237,6 @@ def _pick(pools: list[tuple[str, Iterable[str]]], answer: str, question: str, ba
     return chosen
 
 
-def _record(vid: str, kind: str, k: int, question: str, answer: str, distractors: list[str], entry: LabelEntry,
-            info: TemplateInfo, target: str | None, colors: dict[str, str], hint: str) -> dict:
-    rec = {"id": f"{vid}-{kind}-{k}", "video": vid, "kind": kind, "question": question,
-           "choices": [answer] + distractors, "answer": answer, "answer_index": 0, "template": entry.template,
-           "verb": info.verb or "", "label": entry.label, "target_object": target, "cue_colors": colors,
-           "hint": hint, "split": "", "flags": []}
-    assert tuple(rec) == RECORD_KEYS
-    return rec
-
-
 def _object_names(tracks: VideoTracks, names: list[str], max_chars: int) -> dict[str, str]:
     """Object id -> shown name: the tracks' category, else the label's placeholder for that slot."""
     out = {}
@@ -260,6 +250,36 @@ def _object_names(tracks: VideoTracks, names: list[str], max_chars: int) -> dict
         elif slot < len(names):
             out[oid] = names[slot]
     return out
+
+
+@dataclass
+class UsableVideo:
+    """A label entry kept for questions, with its cleaned placeholders (the object names of its slots)."""
+
+    entry: LabelEntry
+    names: list[str]
+
+
+@dataclass
+class Vocabularies:
+    """The object names and verb phrases of the whole set, where distractors are drawn from."""
+
+    objects: ObjectVocab
+    verbs: VerbVocab
+
+
+@dataclass
+class Tally:
+    """What a build left out and why (`drops`: per video, per placeholder, per question kind) and where the
+    distractors came from (`sources`, per kind); both go to the manifest as they are (key order included)."""
+
+    drops: dict[str, Counter]
+    sources: dict[str, Counter]
+
+    @classmethod
+    def for_kinds(cls, kinds: list[str]) -> "Tally":
+        return cls({"videos": Counter(), "placeholders": Counter(), **{k: Counter() for k in kinds}},
+                   {k: Counter() for k in kinds})
 
 
 @dataclass
@@ -283,9 +303,14 @@ class _Video:
 
     def record(self, kind: str, k: int, question: str, answer: str, picked: list[tuple[str, str]],
                target: str | None, hint: str) -> dict:
+        """The question record (answer first in `choices`), counting where its distractors came from."""
         self.sources[kind].update(lvl for _, lvl in picked)
-        return _record(self.entry.id, kind, k, question, answer, [p for p, _ in picked], self.entry, self.info,
-                       target, self.colors, hint)
+        rec = {"id": f"{self.entry.id}-{kind}-{k}", "video": self.entry.id, "kind": kind, "question": question,
+               "choices": [answer] + [p for p, _ in picked], "answer": answer, "answer_index": 0,
+               "template": self.entry.template, "verb": self.info.verb or "", "label": self.entry.label,
+               "target_object": target, "cue_colors": self.colors, "hint": hint, "split": "", "flags": []}
+        assert tuple(rec) == RECORD_KEYS
+        return rec
 
 
 def _object_questions(v: _Video) -> list[dict]:
@@ -376,17 +401,18 @@ def _referential_question(v: _Video, oid: str, named: dict[str, str], scene: lis
 _KIND_QUESTIONS = {"object": _object_questions, "verb": _verb_questions, "referential": _referential_questions}
 
 
-def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | None, objects: ObjectVocab,
-                    verbs: VerbVocab, cfg: QuestionsConfig, drops: dict[str, Counter],
-                    sources: dict[str, Counter]) -> list[dict]:
+def video_questions(video: UsableVideo, tracks: VideoTracks | None, vocab: Vocabularies, cfg: QuestionsConfig,
+                    tally: Tally) -> list[dict]:
     """All questions of one video (answers first in `choices`; `place_answers` moves them later), one function
     per kind, in KINDS order: the kinds draw from one generator seeded per video, so the order is part of the
-    output. `drops` counts what was left out and why, `sources` where the distractors came from, per kind."""
+    output. `tally` counts what was left out and why, and where the distractors came from, per kind."""
+    entry, names = video.entry, video.names
     colors = {o: slot_color_name(object_slot(o)) for o in tracks.objects() if object_slot(o) is not None} \
         if tracks is not None else {}
-    v = _Video(entry, names, tracks, parse_template(entry.template),
-               np.random.default_rng([cfg.seed, stable_int("video", entry.id)]), colors,
-               [words(n) for n in names], objects, verbs, cfg, drops, sources)
+    v = _Video(entry=entry, names=names, tracks=tracks, info=parse_template(entry.template),
+               rng=np.random.default_rng([cfg.seed, stable_int("video", entry.id)]), colors=colors,
+               video_names=[words(n) for n in names], objects=vocab.objects, verbs=vocab.verbs, cfg=cfg,
+               drops=tally.drops, sources=tally.sources)
     rows: list[dict] = []
     for kind in KINDS:
         if kind in cfg.kinds:
@@ -398,73 +424,88 @@ def video_questions(entry: LabelEntry, names: list[str], tracks: VideoTracks | N
 # The whole set
 # ------------------------------------------------------------------------------------------------------------
 
-def _usable(entry: LabelEntry, cfg: QuestionsConfig, placeholder_drops: Counter) -> tuple[list[str] | None, str | None]:
-    """Cleaned placeholders of a label entry, or (None, why the video is left out)."""
+def _why_unusable(entry: LabelEntry, cfg: QuestionsConfig, placeholder_drops: Counter) -> str | None:
+    """Why a label entry is left out (counting each noisy placeholder in `placeholder_drops`), or None."""
     info = parse_template(entry.template)
     if len(entry.placeholders) != info.n_slots:
-        return None, "placeholder_count_mismatch"
+        return "placeholder_count_mismatch"
     reasons = [noise_reason(p, cfg.max_placeholder_chars) for p in entry.placeholders]
     for r in reasons:
         if r:
             placeholder_drops[r] += 1
     if any(reasons):
-        return None, "noisy_placeholder"
+        return "noisy_placeholder"
     if cfg.single_verb_templates and info.n_verbs != 1:
-        return None, "not_single_verb_template"
-    return [clean_placeholder(p) for p in entry.placeholders], None
+        return "not_single_verb_template"
+    return None
 
 
-def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks] | None,
-                    cfg: QuestionsConfig) -> tuple[list[dict], list[dict], dict]:
-    """Questions for the labelled videos, split by video: (train rows, test rows, manifest without hashes).
-
-    Videos: every label entry whose placeholders are clean (and, with annotations and require_boxes, that has
-    tracks). `cfg.videos` of them are drawn (stratified by template), `cfg.test_videos` of those go to test."""
-    kinds = [k for k in cfg.kinds if k in KINDS]
-    drops: dict[str, Counter] = {"videos": Counter(), "placeholders": Counter(),
-                                 **{k: Counter() for k in kinds}}
-    usable: list[tuple[LabelEntry, list[str]]] = []
+def _usable_videos(labels: list[LabelEntry], cfg: QuestionsConfig, drops: dict[str, Counter]) -> list[UsableVideo]:
+    """The label entries questions may be asked about (the first of each id), with cleaned placeholders."""
+    usable: list[UsableVideo] = []
     seen: set[str] = set()
     for entry in labels:
         if entry.id in seen:
             drops["videos"]["duplicate_id"] += 1
             continue
         seen.add(entry.id)
-        names, why = _usable(entry, cfg, drops["placeholders"])
+        why = _why_unusable(entry, cfg, drops["placeholders"])
         if why:
             drops["videos"][why] += 1
         else:
-            usable.append((entry, names))
+            usable.append(UsableVideo(entry, [clean_placeholder(p) for p in entry.placeholders]))
+    return usable
 
+
+def _vocabularies(usable: list[UsableVideo], annotations: dict[str, VideoTracks] | None,
+                  cfg: QuestionsConfig) -> Vocabularies:
+    """Object names from the usable labels' slots and the tracks' clean categories; verb phrases from the
+    usable labels' templates, weighted by how many labels use each."""
     objects = ObjectVocab()
-    for entry, names in usable:
-        for s, n in enumerate(names):
-            objects.add(n, entry.template, s)
+    for u in usable:
+        for s, n in enumerate(u.names):
+            objects.add(n, u.entry.template, s)
     for tracks in (annotations or {}).values():
         for oid in tracks.objects():
             cat = tracks.categories.get(oid)
             if cat is not None and noise_reason(cat, cfg.max_placeholder_chars) is None:
                 objects.add(clean_placeholder(cat))
-    objects.freeze()
-    verbs = VerbVocab(Counter(e.template for e, _ in usable))
+    return Vocabularies(objects.freeze(), VerbVocab(Counter(u.entry.template for u in usable)))
 
-    sources: dict[str, Counter] = {k: Counter() for k in kinds}
+
+def _questions_by_video(usable: list[UsableVideo], annotations: dict[str, VideoTracks] | None, vocab: Vocabularies,
+                        cfg: QuestionsConfig, tally: Tally) -> dict[str, list[dict]]:
+    """Video id -> its questions, in label order, for every usable video that yields at least one."""
     by_video: dict[str, list[dict]] = {}
-    strata: dict[str, str] = {}
-    for entry, names in tqdm(usable, desc="questions", unit="video", mininterval=2, leave=False):
-        tracks = annotations.get(entry.id) if annotations is not None else None
+    for u in tqdm(usable, desc="questions", unit="video", mininterval=2, leave=False):
+        tracks = annotations.get(u.entry.id) if annotations is not None else None
         if annotations is not None and cfg.require_boxes and tracks is None:
-            drops["videos"]["no_boxes"] += 1
+            tally.drops["videos"]["no_boxes"] += 1
             continue
-        rows = video_questions(entry, names, tracks, objects, verbs, cfg, drops, sources)
+        rows = video_questions(u, tracks, vocab, cfg, tally)
         if not rows:
-            drops["videos"]["no_questions"] += 1
+            tally.drops["videos"]["no_questions"] += 1
             continue
-        by_video[entry.id] = rows
-        strata[entry.id] = entry.template
+        by_video[u.entry.id] = rows
     if not by_video:
-        raise DataError(f"no video yielded a question (left out: {dict(drops['videos'])})", field="labels")
+        raise DataError(f"no video yielded a question (left out: {dict(tally.drops['videos'])})", field="labels")
+    return by_video
 
+
+@dataclass
+class _Split:
+    """The selected videos split into train and test (ids in label order), with their questions."""
+
+    train_ids: list[str]
+    test_ids: list[str]
+    train: list[dict]
+    test: list[dict]
+
+
+def _split(by_video: dict[str, list[dict]], cfg: QuestionsConfig) -> _Split:
+    """Draw the videos (stratified by template), mark each row's split and place the answers."""
+    # every row of a video has that video's template
+    strata = {vid: rows[0]["template"] for vid, rows in by_video.items()}
     train_ids, test_ids = split_videos(strata, cfg.videos, cfg.test_videos, cfg.seed)
     train = [r for v in train_ids for r in by_video[v]]
     test = [r for v in test_ids for r in by_video[v]]
@@ -473,24 +514,47 @@ def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks
     for r in test:
         r["split"] = "test"
     place_answers(train + test, cfg.seed)
+    return _Split(train_ids, test_ids, train, test)
 
-    verb_rows = [r for r in train + test if r["kind"] == "verb"]
-    violations = sum(verbs.level(parse_template(r["template"]), c) is None
-                     for r in verb_rows for c in r["choices"] if c != r["answer"])
-    manifest = {
+
+def _verb_shape_violations(rows: list[dict], verbs: VerbVocab) -> int:
+    """Verb distractors whose template shape does not match the question's at any level (0 when correct)."""
+    return sum(verbs.level(parse_template(r["template"]), c) is None
+               for r in rows if r["kind"] == "verb" for c in r["choices"] if c != r["answer"])
+
+
+def _manifest(cfg: QuestionsConfig, videos: dict[str, int], split: _Split, tally: Tally, verbs: VerbVocab) -> dict:
+    """The manifest without file hashes; `videos` counts the labels, usable and with-question videos."""
+    rows = split.train + split.test
+    return {
         "config": cfg.model_dump(mode="json"),
-        "videos": {"labels": len(labels), "usable": len(usable), "with_questions": len(by_video),
-                   "selected": len(train_ids) + len(test_ids), "train": len(train_ids), "test": len(test_ids)},
-        **{k: v for k, v in summarize(train, test).items() if k != "videos"},
-        "dropped": {k: dict(sorted(v.items())) for k, v in drops.items()},
-        "distractor_sources": {k: dict(sorted(v.items())) for k, v in sources.items()},
-        "sanity": {**sanity_counts(train + test), "verb_shape_violations": violations,
-                   "test_videos_in_train": len(set(test_ids) & {r["video"] for r in train})},
+        "videos": {**videos, "selected": len(split.train_ids) + len(split.test_ids), "train": len(split.train_ids),
+                   "test": len(split.test_ids)},
+        **{k: v for k, v in summarize(split.train, split.test).items() if k != "videos"},
+        "dropped": {k: dict(sorted(v.items())) for k, v in tally.drops.items()},
+        "distractor_sources": {k: dict(sorted(v.items())) for k, v in tally.sources.items()},
+        "sanity": {**sanity_counts(rows), "verb_shape_violations": _verb_shape_violations(rows, verbs),
+                   "test_videos_in_train": len(set(split.test_ids) & {r["video"] for r in split.train})},
     }
+
+
+def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks] | None,
+                    cfg: QuestionsConfig) -> tuple[list[dict], list[dict], dict]:
+    """Questions for the labelled videos, split by video: (train rows, test rows, manifest without hashes).
+
+    Videos: every label entry whose placeholders are clean (and, with annotations and require_boxes, that has
+    tracks). `cfg.videos` of them are drawn (stratified by template), `cfg.test_videos` of those go to test."""
+    tally = Tally.for_kinds([k for k in cfg.kinds if k in KINDS])
+    usable = _usable_videos(labels, cfg, tally.drops)
+    vocab = _vocabularies(usable, annotations, cfg)
+    by_video = _questions_by_video(usable, annotations, vocab, cfg, tally)
+    split = _split(by_video, cfg)
+    videos = {"labels": len(labels), "usable": len(usable), "with_questions": len(by_video)}
+    manifest = _manifest(cfg, videos, split, tally, vocab.verbs)
     broken = {k: v for k, v in manifest["sanity"].items() if v}
     if broken:  # a bug here, not bad input: never write a set that breaks its own rules
         raise RuntimeError(f"question builder broke its own rules: {broken}")
-    return train, test, manifest
+    return split.train, split.test, manifest
 
 
 def read_inputs(labels_path: str | Path, annotations_path: str | Path | None = None,
