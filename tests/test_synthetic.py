@@ -60,7 +60,8 @@ def test_acted_on_object_moves_with_the_hand_and_others_do_not_always_move():
     templates = [t for t in all_templates() if t.path == "left_right"]
     still = 0
     for i in range(10):
-        entry, tr, frames, _ = make_scene(i, cfg, templates)
+        scene = make_scene(i, cfg, templates)
+        tr, frames = scene.tracks, scene.frames
         boxes = tr.tracks["0"]
         first, last = boxes[min(boxes)], boxes[max(boxes)]
         assert (last[0] + last[2]) / 2 - (first[0] + first[2]) / 2 > 0.4 * cfg.width  # left to right
@@ -92,7 +93,8 @@ def test_single_object_scenes_for_every_one_slot_template():
     cfg = SyntheticConfig(videos=40, seed=2, min_objects=2, max_objects=3, single_object_fraction=1.0)
     templates = [t for t in all_templates() if t.slots == 1]
     for i in range(24):
-        entry, tr, frames, _ = make_scene(i, cfg, templates)
+        scene = make_scene(i, cfg, templates)
+        entry, tr, frames = scene.entry, scene.tracks, scene.frames
         assert tr.objects() == ["0"] and len(entry.placeholders) == 1  # the acted-on object alone
         assert len(tr.tracks["0"]) == len(frames)
 
@@ -104,7 +106,7 @@ def test_motion_and_object_scale_make_the_action_larger():
         cfg = SyntheticConfig(videos=10, seed=4, **kw)
         swings, sizes = [], []
         for i in range(6):
-            _, tr, _, _ = make_scene(i, cfg, shaking)
+            tr = make_scene(i, cfg, shaking).tracks
             xs = [_centre_x(b) for b in tr.tracks["0"].values()]
             swings.append(max(xs) - min(xs))
             sizes.append(np.median([b[2] - b[0] for b in tr.tracks["0"].values()]))

@@ -14,6 +14,7 @@ import math
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -48,14 +49,16 @@ def _shape_points(shape: str, cx: float, cy: float, r: float, angle: float, sx: 
     return np.stack([cx + rot[:, 0] * r * sx, cy + rot[:, 1] * r * sy], 1)
 
 
-def _draw_object(img: np.ndarray, shape: str, color, cx, cy, r, angle, sx, sy, flip: bool) -> tuple:
-    pts = _shape_points(shape, cx, cy, r, angle + (math.pi if flip else 0.0), sx, sy)
+def _draw_object(img: np.ndarray, o: SceneObject, pose: Pose) -> tuple:
+    """Draw `o` at `pose`; returns its box (x1, y1, x2, y2)."""
+    cx, cy, r, angle, sx, sy, flip = pose.cx, pose.cy, o.r, pose.angle, pose.sx, pose.sy, pose.flip
+    pts = _shape_points(o.shape, cx, cy, r, angle + (math.pi if flip else 0.0), sx, sy)
     ipts = np.round(pts * 16).astype(np.int32)  # 4 fractional bits: sub-pixel motion stays visible
-    dark = tuple(int(v * 0.55) for v in color)
-    if shape == "ring":
-        cv2.polylines(img, [ipts], True, color, max(2, int(r * 0.45)), cv2.LINE_AA, shift=4)
+    dark = tuple(int(v * 0.55) for v in o.color)
+    if o.shape == "ring":
+        cv2.polylines(img, [ipts], True, o.color, max(2, int(r * 0.45)), cv2.LINE_AA, shift=4)
     else:
-        cv2.fillPoly(img, [ipts], color, cv2.LINE_AA, shift=4)
+        cv2.fillPoly(img, [ipts], o.color, cv2.LINE_AA, shift=4)
         cv2.polylines(img, [ipts], True, dark, 1, cv2.LINE_AA, shift=4)
     # a stripe through the centre makes rotation and flips visible
     c, s = math.cos(angle + (math.pi if flip else 0)), math.sin(angle + (math.pi if flip else 0))
@@ -105,58 +108,105 @@ class SceneObject:
     r: float
 
 
-def _state(tpl: Template, p: float, a: SceneObject, b: SceneObject | None, w: int, h: int, start, end,
-           motion: float = 1.0):
-    """Pose of the acted-on object at progress p: (cx, cy, angle, sx, sy, flip, hand (dx, dy) or None).
-    `motion` scales the amplitude of the in-place motions (shake, poke, squeeze)."""
+@dataclass
+class Pose:
+    """How an object is drawn on one frame: centre, rotation, squash (sx, sy) and a half turn (`flip`); for the
+    acted-on object also where the hand is, as an offset from the centre in object radii (None: no hand)."""
+
+    cx: float
+    cy: float
+    angle: float = 0.0
+    sx: float = 1.0
+    sy: float = 1.0
+    flip: bool = False
+    hand: tuple[float, float] | None = None
+
+
+@dataclass
+class _Staging:
+    """A scene laid out: the template acted out, the objects in slot order, the acted-on object (`actor`) and
+    the one it moves relative to (`partner`; None in one-object scenes), the actor's start and end points, the
+    drift of the objects that stay (id -> (dx, dy) over the action), and the in-place motions' amplitude."""
+
+    tpl: Template
+    objects: list[SceneObject]
+    actor: SceneObject
+    partner: SceneObject | None
+    start: tuple[float, float]
+    end: tuple[float, float]
+    drift: dict[int, tuple[float, float]]
+    motion: float
+
+    def slot(self, o: SceneObject) -> str:
+        return str(next(k for k, x in enumerate(self.objects) if x is o))
+
+
+def _state(st: _Staging, p: float) -> Pose:
+    """Pose of the acted-on object at progress p (0: the action starts, 1: it ends)."""
+    start, end = st.start, st.end
     q = _ease(p)
-    cx, cy = start[0] + (end[0] - start[0]) * q, start[1] + (end[1] - start[1]) * q
-    angle, sx, sy, flip, hand = 0.0, 1.0, 1.0, False, (0.0, -1.6)
-    moving = 0.0 < p < 1.0
-    v = tpl.verb
-    if tpl.path == "in_place":
-        if v == "lifting":
-            hand = (0.0, -1.6)
-        elif v == "dropping":
-            q2 = min(max(p, 0), 1) ** 2  # falls, accelerating, from where the hand held it
-            cx, cy = start[0], start[1] + (end[1] - start[1]) * q2
-            hand = (0.0, -1.6) if p <= 0.05 else None
-        elif v == "spinning":
-            angle = 2.0 * math.pi * q * 1.5
-            hand = (0.0, -1.6) if p < 0.15 else None
-        elif v == "shaking":
-            # 1.5 back-and-forths: faster shaking aliases away at the 2 fps a video model samples
-            cx = start[0] + math.sin(p * 3 * math.pi) * a.r * 0.9 * motion * (1.0 if moving else 0.0)
-        elif v == "poking":
-            hand = (-1.6 - 1.2 * math.cos(math.pi * 2 * min(p, 1.0)) * (1.0 if moving else 0.0), 0.0)
-            cx = start[0] + a.r * 0.4 * motion * _ease(max(0.0, (p - 0.5) * 2))
-        elif v == "squeezing":
-            s = 1.0 - min(0.75, 0.45 * motion) * math.sin(math.pi * min(max(p, 0.0), 1.0))
-            sy, sx = s, 1.0 + (1.0 - s) * 0.5
-            hand = (0.0, -0.6 - 1.0 * s)
+    pose = Pose(start[0] + (end[0] - start[0]) * q, start[1] + (end[1] - start[1]) * q, hand=(0.0, -1.6))
+    if st.tpl.path == "in_place":
+        _in_place_motion(st, p, pose)
     else:
-        dx, dy = end[0] - start[0], end[1] - start[1]
-        n = math.hypot(dx, dy) or 1.0
-        ux, uy = dx / n, dy / n
-        if v == "pushing":
-            hand = (-ux * 1.7, -uy * 1.7)
-        elif v == "pulling":
-            hand = (ux * 1.7, uy * 1.7)
-        elif v == "rolling":
-            angle = (n * q) / max(a.r, 1.0) * (1 if ux >= 0 else -1)
-            hand = (-ux * 1.7, -uy * 1.7) if p < 0.2 else None
-        elif v == "moving":
-            cy -= a.r * 0.5 * math.sin(math.pi * min(max(p, 0), 1))  # carried: lifted off the table
-            hand = (0.0, -1.6)
-        elif v == "putting":
-            cy -= a.r * 0.8 * math.sin(math.pi * min(max(p, 0), 1))
-        elif v == "turning":
-            flip = q > 0.5
-            sy = abs(math.cos(math.pi * q)) * 0.9 + 0.1
-    if tpl.path == "drop_into":
-        hand = (0.0, -1.6) if p < 0.1 else None
-        sx = sy = 1.0 - 0.5 * q
-    return cx, cy, angle, sx, sy, flip, hand
+        _path_motion(st, p, pose)
+    if st.tpl.path == "drop_into":
+        pose.hand = (0.0, -1.6) if p < 0.1 else None
+        pose.sx = pose.sy = 1.0 - 0.5 * q
+    if st.tpl.path == "cover":  # the cover spreads over what it covers
+        pose.sx = pose.sy = 1.0 + 0.35 * _ease(p)
+    return pose
+
+
+def _in_place_motion(st: _Staging, p: float, pose: Pose) -> None:
+    """The verbs that leave the object where it is (or move it straight up or down), on `pose` in place;
+    `st.motion` scales the amplitude of shake, poke and squeeze."""
+    start, end, a, motion, v = st.start, st.end, st.actor, st.motion, st.tpl.verb
+    q = _ease(p)
+    moving = 0.0 < p < 1.0
+    if v == "lifting":
+        pose.hand = (0.0, -1.6)
+    elif v == "dropping":
+        q2 = min(max(p, 0), 1) ** 2  # falls, accelerating, from where the hand held it
+        pose.cx, pose.cy = start[0], start[1] + (end[1] - start[1]) * q2
+        pose.hand = (0.0, -1.6) if p <= 0.05 else None
+    elif v == "spinning":
+        pose.angle = 2.0 * math.pi * q * 1.5
+        pose.hand = (0.0, -1.6) if p < 0.15 else None
+    elif v == "shaking":
+        # 1.5 back-and-forths: faster shaking aliases away at the 2 fps a video model samples
+        pose.cx = start[0] + math.sin(p * 3 * math.pi) * a.r * 0.9 * motion * (1.0 if moving else 0.0)
+    elif v == "poking":
+        pose.hand = (-1.6 - 1.2 * math.cos(math.pi * 2 * min(p, 1.0)) * (1.0 if moving else 0.0), 0.0)
+        pose.cx = start[0] + a.r * 0.4 * motion * _ease(max(0.0, (p - 0.5) * 2))
+    elif v == "squeezing":
+        s = 1.0 - min(0.75, 0.45 * motion) * math.sin(math.pi * min(max(p, 0.0), 1.0))
+        pose.sy, pose.sx = s, 1.0 + (1.0 - s) * 0.5
+        pose.hand = (0.0, -0.6 - 1.0 * s)
+
+
+def _path_motion(st: _Staging, p: float, pose: Pose) -> None:
+    """The verbs that move the object along its path (manner x path), on `pose` in place."""
+    start, end, a, v = st.start, st.end, st.actor, st.tpl.verb
+    q = _ease(p)
+    dx, dy = end[0] - start[0], end[1] - start[1]
+    n = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / n, dy / n
+    if v == "pushing":
+        pose.hand = (-ux * 1.7, -uy * 1.7)
+    elif v == "pulling":
+        pose.hand = (ux * 1.7, uy * 1.7)
+    elif v == "rolling":
+        pose.angle = (n * q) / max(a.r, 1.0) * (1 if ux >= 0 else -1)
+        pose.hand = (-ux * 1.7, -uy * 1.7) if p < 0.2 else None
+    elif v == "moving":
+        pose.cy -= a.r * 0.5 * math.sin(math.pi * min(max(p, 0), 1))  # carried: lifted off the table
+        pose.hand = (0.0, -1.6)
+    elif v == "putting":
+        pose.cy -= a.r * 0.8 * math.sin(math.pi * min(max(p, 0), 1))
+    elif v == "turning":
+        pose.flip = q > 0.5
+        pose.sy = abs(math.cos(math.pi * q)) * 0.9 + 0.1
 
 
 def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random.Generator):
@@ -197,22 +247,52 @@ def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random
     raise ValueError(tpl.path)
 
 
-def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> tuple[LabelEntry, VideoTracks, np.ndarray, set[int]]:
-    """One video: label entry, exact tracks, frames (T, H, W, 3) and the annotation gaps. Pure in (index, cfg)."""
-    rng = np.random.default_rng([cfg.seed, index])
-    w, h = cfg.width, cfg.height
-    tpl = templates[int(rng.integers(len(templates)))]
+@dataclass
+class Scene:
+    """One synthetic video: its label entry, exact tracks, frames (T, H, W, 3) and the frames left out of its
+    annotation lists (`gaps`, as in the real data)."""
+
+    entry: LabelEntry
+    tracks: VideoTracks
+    frames: np.ndarray
+    gaps: set[int]
+
+
+def _radius(cfg: SyntheticConfig) -> float:
+    """The typical object radius; also the unit of the spacing between objects."""
+    return min(cfg.width, cfg.height) * 0.085 * cfg.object_scale
+
+
+def _choose_objects(tpl: Template, cfg: SyntheticConfig, rng: np.random.Generator) -> list[SceneObject]:
+    """The scene's objects in slot order (the template's slots first), not yet placed."""
     min_obj = max(cfg.min_objects, tpl.slots)
     n_obj = int(rng.integers(min_obj, max(min_obj, cfg.max_objects) + 1))
     if tpl.slots == 1 and rng.random() < cfg.single_object_fraction:
         n_obj = 1
     names = [OBJECT_NAMES[i] for i in rng.choice(len(OBJECT_NAMES), size=n_obj, replace=False)]
-    r = min(w, h) * 0.085 * cfg.object_scale
+    r = _radius(cfg)
     objs = []
     for name in names:
         color, shape = name.split(" ")
         objs.append(SceneObject(name, shape, COLORS[color], 0.0, 0.0, r * rng.uniform(0.9, 1.15)))
-    # place: acted-on object first (centre-ish), the others in free spots
+    return objs
+
+
+def _scatter(objs: list[SceneObject], taken: list[tuple[float, float]], r: float, w: int, h: int,
+             rng: np.random.Generator) -> None:
+    """Put each object in a free spot (up to 200 tries: more than 2.6 r from every point in `taken`)."""
+    for o in objs:
+        for _ in range(200):
+            o.x, o.y = w * rng.uniform(0.1, 0.9), h * rng.uniform(0.32, 0.88)
+            if all(math.hypot(o.x - px, o.y - py) > 2.6 * r for px, py in taken):
+                break
+        taken.append((o.x, o.y))
+
+
+def _stage(tpl: Template, objs: list[SceneObject], cfg: SyntheticConfig, rng: np.random.Generator) -> _Staging:
+    """Place the objects: the acted-on one first (centre-ish) with its path, the others in free spots away
+    from the path (and from the partner of a two-slot template); about half of those drift slightly."""
+    w, h = cfg.width, cfg.height
     objs[0].x, objs[0].y = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.5, 0.72)
     start, end = _plan(tpl, objs, w, h, rng)
     actor = objs[1] if tpl.path == "cover" else objs[0]
@@ -220,68 +300,87 @@ def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> t
     fixed = [o for o in objs if o is not actor and (tpl.slots == 1 or o is not partner)]
     path_pts = [start, end, ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)]
     taken = path_pts + ([(partner.x, partner.y)] if partner is not None and tpl.slots == 2 else [])
-    for o in fixed:
-        for _ in range(200):
-            o.x, o.y = w * rng.uniform(0.1, 0.9), h * rng.uniform(0.32, 0.88)
-            if all(math.hypot(o.x - px, o.y - py) > 2.6 * r for px, py in taken):
-                break
-        taken.append((o.x, o.y))
+    r = _radius(cfg)
+    _scatter(fixed, taken, r, w, h, rng)
     drift = {id(o): (rng.uniform(-1, 1) * r * 0.4, rng.uniform(-1, 1) * r * 0.2) if rng.random() < 0.5 else (0, 0)
              for o in fixed}
+    return _Staging(tpl, objs, actor, partner, start, end, drift, cfg.motion_scale)
 
-    n_frames = int(round(cfg.fps * rng.uniform(cfg.min_seconds, cfg.max_seconds)))
-    t0, t1 = int(n_frames * rng.uniform(0.08, 0.2)), int(n_frames * rng.uniform(0.8, 0.92))
-    bg = _background(rng, w, h)
-    slot_of = {id(o): str(k) for k, o in enumerate(objs)}
-    tracks: dict[str, dict[int, tuple]] = {str(k): {} for k in range(len(objs))}
-    tracks[HAND] = {}
-    frames = np.empty((n_frames, h, w, 3), np.uint8)
-    for t in range(n_frames):
-        p = (t - t0) / max(1, t1 - t0)
-        img = bg.copy()
-        cx, cy, angle, sx, sy, flip, hand = _state(tpl, p, actor, partner, w, h, start, end, cfg.motion_scale)
-        under, over = [], []
-        for o in objs:
-            if o is actor:
-                continue
-            dxo, dyo = drift.get(id(o), (0, 0))
-            q = _ease(p)
-            pose = (o.x + dxo * q, o.y + dyo * q, 0.0, 1.0, 1.0, False)
-            (over if tpl.path == "drop_into" and o is partner and p > 0.6 else under).append((o, pose))
-        if tpl.path == "cover":
-            sx = sy = 1.0 + 0.35 * _ease(p)
-        for o, pose in under:
-            tracks[slot_of[id(o)]][t] = _draw_object(img, o.shape, o.color, pose[0], pose[1], o.r, *pose[2:])
-        tracks[slot_of[id(actor)]][t] = _draw_object(img, actor.shape, actor.color, cx, cy, actor.r, angle, sx, sy,
-                                                     flip)
-        for o, pose in over:
-            tracks[slot_of[id(o)]][t] = _draw_object(img, o.shape, o.color, pose[0], pose[1], o.r, *pose[2:])
-        if hand is not None:
-            tracks[HAND][t] = _draw_hand(img, cx + hand[0] * actor.r, cy + hand[1] * actor.r, actor.r * 0.8)
-        frames[t] = img
-    tracks = {k: v for k, v in tracks.items() if v}
-    vid = str(100000 + index)
-    slot_names = [o.name for o in objs]
-    placeholders = slot_names[:tpl.slots]
+
+def _draw_frame(img: np.ndarray, st: _Staging, p: float) -> dict[str, tuple]:
+    """Draw the scene at progress p onto `img`: the objects behind the actor, the actor, those in front of it
+    (what it was dropped into, once it is inside), then the hand. Returns the boxes drawn, by track id."""
+    actor = st.actor
+    pose = _state(st, p)
+    under, over = [], []
+    for o in st.objects:
+        if o is actor:
+            continue
+        dxo, dyo = st.drift.get(id(o), (0, 0))
+        q = _ease(p)
+        still = Pose(o.x + dxo * q, o.y + dyo * q)
+        (over if st.tpl.path == "drop_into" and o is st.partner and p > 0.6 else under).append((o, still))
+    boxes = {}
+    for o, o_pose in under + [(actor, pose)] + over:
+        boxes[st.slot(o)] = _draw_object(img, o, o_pose)
+    if pose.hand is not None:
+        boxes[HAND] = _draw_hand(img, pose.cx + pose.hand[0] * actor.r, pose.cy + pose.hand[1] * actor.r,
+                                 actor.r * 0.8)
+    return boxes
+
+
+def _label_entry(index: int, tpl: Template, objs: list[SceneObject]) -> LabelEntry:
+    placeholders = [o.name for o in objs][:tpl.slots]
     label = tpl.text
     for ph in placeholders:
         label = label.replace("[something]", ph, 1)
-    entry = LabelEntry(id=vid, label=label.lower(), template=tpl.text, placeholders=placeholders)
-    vt = VideoTracks(vid, tracks, {**{str(k): n for k, n in enumerate(slot_names)}, HAND: HAND},
-                     placeholders, n_entries=n_frames)
+    return LabelEntry(id=str(100000 + index), label=label.lower(), template=tpl.text, placeholders=placeholders)
+
+
+def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> Scene:
+    """One video: label entry, exact tracks, frames and the annotation gaps. Pure in (index, cfg): every draw
+    comes from one generator seeded by (cfg.seed, index), so the order of the steps below is part of the output
+    (template, objects, places, timing, background, gaps)."""
+    rng = np.random.default_rng([cfg.seed, index])
+    w, h = cfg.width, cfg.height
+    tpl = templates[int(rng.integers(len(templates)))]
+    objs = _choose_objects(tpl, cfg, rng)
+    st = _stage(tpl, objs, cfg, rng)
+    n_frames = int(round(cfg.fps * rng.uniform(cfg.min_seconds, cfg.max_seconds)))
+    t0, t1 = int(n_frames * rng.uniform(0.08, 0.2)), int(n_frames * rng.uniform(0.8, 0.92))
+    bg = _background(rng, w, h)
+    boxes: dict[str, dict[int, tuple]] = {**{str(k): {} for k in range(len(objs))}, HAND: {}}
+    frames = np.empty((n_frames, h, w, 3), np.uint8)
+    for t in range(n_frames):
+        img = bg.copy()
+        for track, box in _draw_frame(img, st, (t - t0) / max(1, t1 - t0)).items():
+            boxes[track][t] = box
+        frames[t] = img
+    entry = _label_entry(index, tpl, objs)
+    vt = VideoTracks(entry.id, {k: v for k, v in boxes.items() if v},
+                     {**{str(k): o.name for k, o in enumerate(objs)}, HAND: HAND}, entry.placeholders,
+                     n_entries=n_frames)
     # an object or the hand that has left the frame gets no box on that frame, as in Something-Else
     vt = vt.clipped_to(w, h)
     gaps: set[int] = set()
     if cfg.gaps > 0:
         gaps = {t for t in range(1, n_frames) if rng.random() < cfg.gaps}
-    return entry, vt, frames, gaps
+    return Scene(entry, vt, frames, gaps)
 
 
-def _write_one(args) -> tuple[LabelEntry, VideoTracks, set[int]]:
-    index, cfg, templates, videos_dir = args
-    entry, tracks, frames, gaps = make_scene(index, cfg, templates)
-    write_video(Path(videos_dir) / f"{entry.id}.mp4", frames, cfg.fps)
-    return entry, tracks, gaps
+@dataclass
+class _Written:
+    """What the writer of one video hands back (the frames stay behind, in the mp4)."""
+
+    entry: LabelEntry
+    tracks: VideoTracks
+    gaps: set[int]
+
+
+def _write_one(index: int, cfg: SyntheticConfig, templates: list[Template], videos_dir: Path) -> _Written:
+    scene = make_scene(index, cfg, templates)
+    write_video(Path(videos_dir) / f"{scene.entry.id}.mp4", scene.frames, cfg.fps)
+    return _Written(scene.entry, scene.tracks, scene.gaps)
 
 
 def select_templates(cfg: SyntheticConfig) -> list[Template]:
@@ -302,19 +401,19 @@ def generate(cfg: SyntheticConfig, out: str | Path, workers: int = 1) -> dict:
     videos_dir.mkdir(parents=True, exist_ok=True)
     templates = select_templates(cfg)
     start = time.time()
-    jobs = [(i, cfg, templates, videos_dir) for i in range(cfg.videos)]
-    results = []
+    write = partial(_write_one, cfg=cfg, templates=templates, videos_dir=videos_dir)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(_write_one, jobs, chunksize=4), total=len(jobs), desc="synth", unit="video"))
+            results = list(tqdm(pool.map(write, range(cfg.videos), chunksize=4), total=cfg.videos, desc="synth",
+                                unit="video"))
     else:
-        results = [_write_one(j) for j in tqdm(jobs, desc="synth", unit="video")]
-    entries = [r[0] for r in results]
+        results = [write(i) for i in tqdm(range(cfg.videos), desc="synth", unit="video")]
+    entries = [r.entry for r in results]
     save_labels(out / "labels.json", entries)
-    save_annotations(out / "annotations.json", {r[1].video_id: r[1] for r in results},
-                     gaps={r[1].video_id: r[2] for r in results})
+    save_annotations(out / "annotations.json", {r.tracks.video_id: r.tracks for r in results},
+                     gaps={r.tracks.video_id: r.gaps for r in results})
     summary = {"videos": len(entries), "templates": len({e.template for e in entries}),
-               "object_names": len({n for r in results for k, n in r[1].categories.items() if k != HAND}),
+               "object_names": len({n for r in results for k, n in r.tracks.categories.items() if k != HAND}),
                "seconds": round(time.time() - start, 2), "config": cfg.model_dump()}
     atomic_write_json(out / "synth_summary.json", {k: v for k, v in summary.items() if k != "seconds"})
     return summary
