@@ -73,6 +73,6 @@ def test_lora_layers_pattern_matches_only_the_language_model(built):
 
     fam, model, _ = built
     names = [n for n, _ in model.named_modules()]
-    lm = [n for n in names if re.fullmatch(fam.lm_layers, n)]
+    lm = [n for n in names if re.match(fam.lm_layer_prefix, n)]
     assert lm and all("visual" not in n and "vision" not in n for n in lm)
     assert any(n.endswith("q_proj") for n in lm)

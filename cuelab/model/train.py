@@ -33,10 +33,8 @@ from cuelab.errors import DataError
 from cuelab.fsutil import append_jsonl, atomic_write_json, load_json, read_jsonl, write_jsonl
 from cuelab.model.data import (FrameCache, Sample, SampleEncoder, batches, epoch_order, load_questions, mix,
                               select)
+from cuelab.model.families import family_of
 from cuelab.model.prompt import prompt_spec
-
-LM_LAYERS = r"model\.language_model\.layers\.\d+\..*"
-
 
 # --- the loss --------------------------------------------------------------------------------------------------
 
@@ -67,10 +65,11 @@ def lora_targets(model, tc: TrainConfig):
     hits = [n for n in names if n.rsplit(".", 1)[-1] in wanted]
     if not hits:
         raise DataError(f"no module named {sorted(wanted)} in the model", field="train.target_modules")
-    if tc.lora_on_vision or all(re.fullmatch(LM_LAYERS, n) for n in hits):
+    prefix = family_of(model).lm_layer_prefix
+    if tc.lora_on_vision or all(re.match(prefix, n) for n in hits):
         return sorted(wanted)
     leaves = "|".join(re.escape(t) for t in sorted(wanted))
-    return rf"model\.language_model\.layers\.\d+\.(?:.*\.)?(?:{leaves})"
+    return rf"{prefix}(?:.*\.)?(?:{leaves})"
 
 
 def _resolve_base(cfg: ExperimentConfig, base_model, out: Path, is_main: bool, accelerator) -> str:
@@ -107,16 +106,13 @@ def prepare_model(model, tc: TrainConfig, device, attn_implementation: str = "sd
     """The training form of a loaded Qwen3-VL: (model, optimizer param groups). LoRA: base weights as loaded
     (bf16 on GPU), adapters in float32 (PEFT's default). Full: every weight trainable, float32 master
     weights (autocast does the bf16 maths), the vision tower with its own lr if `vision_lr` is set.
-    The vision patch embedding runs as a matmul and, with SDPA, the vision attention is batched
-    (cuelab.model.speed); on CUDA with `compile` each LLM decoder layer is compiled (2.3x the plain
-    transformers + peft step together: benchmarks/RESULTS.md)."""
+    The family's speed-ups keep the maths (Qwen3-VL: the vision patch embedding as a matmul and, with SDPA,
+    batched vision attention: cuelab.model.speed); on CUDA with `compile` each LLM decoder layer is compiled
+    (2.3x the plain transformers + peft step together: benchmarks/RESULTS.md)."""
+    family = family_of(model)
     model.config.use_cache = False
-    model.config.text_config.use_cache = False
-    from cuelab.model.speed import batch_vision_attention, linear_patch_embed
-
-    linear_patch_embed(model)
-    if attn_implementation == "sdpa":
-        batch_vision_attention(model)
+    model.config.get_text_config().use_cache = False
+    family.speedups(model, training=True, attn_implementation=attn_implementation)
     if tc.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if tc.mode == "lora":
@@ -127,16 +123,16 @@ def prepare_model(model, tc: TrainConfig, device, attn_implementation: str = "sd
         model = get_peft_model(model, lora)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": tc.lr}]
     else:
+        vision_ids = {id(p) for p in family.vision_tower(model).parameters()}
         vision, rest = [], []
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             p.requires_grad_(True)
-            (vision if ".visual." in f".{n}" else rest).append(p)
+            (vision if id(p) in vision_ids else rest).append(p)
         groups = [{"params": rest, "lr": tc.lr},
                   {"params": vision, "lr": tc.vision_lr if tc.vision_lr is not None else tc.lr}]
     if tc.compile and torch.device(device).type == "cuda":
         # one compiled graph shared by every decoder layer (LoRA inside): fuses norms, rotary, SiLU, dropout
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        for layer in base.model.language_model.layers:
+        for layer in family.language_model(model).layers:
             layer.compile(dynamic=True)
     model.train()
     return model, groups
@@ -473,7 +469,8 @@ class FinetuneRecipe:
         questions = load_questions(self.questions_path)
         self.plans = _phase_plan(questions, self.tc, self.world)
         self.budget = _budgets(self.plans, self.tc)
-        frames = FrameCache(self.videos_root, self.cfg.frames_train.spec())
+        frames = FrameCache(self.videos_root, self.cfg.frames_train.spec(family_of(self.processor).geometry(
+            self.processor)))
         self.encoder = SampleEncoder(self.processor, frames, prompt_spec(self.cfg),
                                      errors_path=self.out / "errors.jsonl" if self.is_main else None)
         self.pad_id = self.processor.tokenizer.pad_token_id

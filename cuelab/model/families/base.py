@@ -56,7 +56,8 @@ class ModelFamily(ABC):
     processor_classes: ClassVar[tuple[str, ...]]  # processor class names (to find the family of a processor)
     end_token: ClassVar[str]  # ends the assistant's turn: scoring appends it to every choice
     video_token: ClassVar[str]  # the prompt placeholder each video token embedding replaces
-    lm_layers: ClassVar[str]  # regex of the language model's decoder-layer module names (LoRA stays inside)
+    # regex matching the start of every module name inside the language model's decoder layers (LoRA stays there)
+    lm_layer_prefix: ClassVar[str] = r"model\.language_model\.layers\.\d+\."
     rope_axes: ClassVar[int] = 1  # rows of position ids (3: multimodal rope over t, h, w)
 
     # -- frames and prompt ----------------------------------------------------------------------------------------
@@ -98,7 +99,8 @@ class ModelFamily(ABC):
         return {}
 
     # -- training, speed, attention -------------------------------------------------------------------------------
-    def speedups(self, model, training: bool = False, compile: bool = False) -> None:
+    def speedups(self, model, training: bool = False, compile: bool = False,
+                 attn_implementation: str = "sdpa") -> None:
         """Maths-preserving speed-ups of this family's forward (none by default)."""
 
     @abstractmethod

@@ -19,7 +19,6 @@ class Qwen3VL(ModelFamily):
     processor_classes = ("Qwen3VLProcessor",)
     end_token = "<|im_end|>"
     video_token = "<|video_pad|>"
-    lm_layers = r"model\.language_model\.layers\.\d+\..*"
     rope_axes = 3
 
     def geometry(self, processor=None) -> FrameGeometry:
@@ -61,13 +60,18 @@ class Qwen3VL(ModelFamily):
     def lm_inputs(self, vis_mask, extras) -> dict:
         return {"visual_pos_masks": vis_mask, "deepstack_visual_embeds": extras}
 
-    def speedups(self, model, training: bool = False, compile: bool = False) -> None:
-        """Patch embedding as a matmul (training: its Conv3d backward was a fifth of a CPU step), batched vision
-        attention, and with `compile` the small fused pieces (cuelab.model.speed)."""
+    def speedups(self, model, training: bool = False, compile: bool = False,
+                 attn_implementation: str = "sdpa") -> None:
+        """Training: the patch embedding as a matmul (its Conv3d backward was a fifth of a CPU step) and, with
+        SDPA, batched vision attention. Scoring: batched vision attention and, with `compile`, the small fused
+        pieces (cuelab.model.speed)."""
         from cuelab.model.speed import batch_vision_attention, compile_blocks, linear_patch_embed
 
         if training:
             linear_patch_embed(model)
+            if attn_implementation == "sdpa":
+                batch_vision_attention(model)
+            return
         batch_vision_attention(model)
         if compile:
             compile_blocks(model)
