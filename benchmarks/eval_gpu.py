@@ -186,7 +186,7 @@ def main() -> None:
     (prepared, prep_s) = timed(lambda: [plain_scorer.prepare(qs, fr) for fr, qs in videos])
     res["prepare_ms_per_video_1thread"] = round(1000 * prep_s / len(videos), 1)
     res["prompt_tokens"] = int(prepared[0]["items"][0]["input_ids"].shape[0])
-    grid = prepared[0]["pixels"][1][0].tolist()
+    grid = prepared[0]["pixels"]["video_grid_thw"][0].tolist()
     res["video_tokens"] = int(np.prod(grid) // 4)
 
     # --- baseline: generate 16 tokens per question ----------------------------------------------------------------
@@ -274,7 +274,7 @@ def main() -> None:
     _, e2e_s = timed(run_e2e)
     res["cuelab_e2e_q_per_s"] = round(n_q / e2e_s, 1)
     res["workers"] = args.workers
-    vis_ms, llm_ms = flop_floor_ms(model, int(prepared[0]["pixels"][0].shape[0]), res["prompt_tokens"])
+    vis_ms, llm_ms = flop_floor_ms(model, int(prepared[0]["pixels"]["pixel_values_videos"].shape[0]), res["prompt_tokens"])
     res["flop_floor_ms_per_video"] = {"vision": round(vis_ms, 1), "llm_prefix": round(llm_ms, 1),
                                       "total": round(vis_ms + llm_ms, 1)}
     res["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 1) if dev.type == "cuda" else None

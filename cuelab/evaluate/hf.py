@@ -270,11 +270,12 @@ class HFScorer:
         for q in questions:
             inp = build_inputs(processor, q, frames, device=device, spec=spec)
             if frames is not None and pixels is None:
-                pixels = (inp["pixel_values_videos"].to(self.dtype), inp["video_grid_thw"].cpu())
+                pixels = self.family.video_pixels(inp, self.dtype)
             # a choice string that appears twice is one answer: its distinct strings are scored (`back` maps them
             # to the question's choices); the prompt still shows the choices as the question has them
             texts, back = distinct_choices([str(c) for c in q["choices"]])
-            items.append({"input_ids": inp["input_ids"][0], "mm_token_type_ids": inp["mm_token_type_ids"][0],
+            mm = inp.get("mm_token_type_ids")
+            items.append({"input_ids": inp["input_ids"][0], "mm_token_type_ids": mm[0] if mm is not None else None,
                           "choices": choice_token_ids(self.processor, {"choices": texts}, with_end=True),
                           "texts": texts, "back": back})
         return {"items": items, "pixels": pixels}
@@ -286,10 +287,11 @@ class HFScorer:
         out = []
         for it, seed in zip(prepared["items"], seeds):
             ids = it["input_ids"][None]
-            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                      "mm_token_type_ids": it["mm_token_type_ids"][None]}
+            inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            if it["mm_token_type_ids"] is not None:
+                inputs["mm_token_type_ids"] = it["mm_token_type_ids"][None]
             if prepared["pixels"] is not None:
-                inputs["pixel_values_videos"], inputs["video_grid_thw"] = prepared["pixels"]
+                inputs.update(prepared["pixels"])
             out.append(sample_answer(self.model, inputs, sampling, seed, self.end_id, tok,
                                      it["choices"] if sampling.constrained else None))
         return out
@@ -320,18 +322,16 @@ class HFScorer:
             else:
                 todo.append(i)
         if todo:
-            pv = torch.cat([pixels_list[i][0].to(self.device, non_blocking=True) for i in todo])
-            grid = torch.cat([pixels_list[i][1] for i in todo])
-            feats = self.family.video_features(self.model, pv, grid.to(self.device))
+            feats = self.family.video_features(self.model, [pixels_list[i] for i in todo], self.device)
             for f, i in zip(feats, todo):
                 value = (f.embeds, f.extras)
                 out[i] = self.vision_cache.get(keys[i], lambda v=value: v)
         return out
 
-    def _positions(self, ids: torch.Tensor, mm: torch.Tensor, grid) -> tuple[torch.Tensor, int]:
+    def _positions(self, ids: torch.Tensor, mm, pixels) -> tuple[torch.Tensor, int]:
         """Rope positions (axes, len) of one prompt, on the CPU (no GPU syncs), and the rope delta: text
         after the prompt continues at index + delta."""
-        return self.family.positions(self.model, ids, mm, grid)
+        return self.family.positions(self.model, ids, mm, pixels)
 
     def _embed(self, ids: torch.Tensor, video_embeds=None) -> torch.Tensor:
         """Token embeddings of CPU `ids` with `video_embeds` (in order) at the video tokens."""
@@ -378,14 +378,14 @@ class HFScorer:
         """Scores of every question of one video (see the module docstring for the steps)."""
         return self.score_many([prepared], [vision_key], greedy, first_logprobs)[0]
 
-    def _plan(self, items, grid) -> tuple[list, int]:
+    def _plan(self, items, pixels) -> tuple[list, int]:
         """Per question (CPU): (ids, rope positions, delta, video-token mask); and the shared prefix length: the
         longest common prefix of the prompts, leaving >= 1 prompt token per question."""
         vid_tok = self.video_token_id
         prompts = []
         for it in items:
             ids = it["input_ids"].cpu()
-            pos, delta = self._positions(ids, it["mm_token_type_ids"], grid)
+            pos, delta = self._positions(ids, it["mm_token_type_ids"], pixels)
             prompts.append((ids, pos, delta, ids == vid_tok))
         L = min(len(p[0]) for p in prompts) - 1
         for p in prompts[1:]:
@@ -406,7 +406,7 @@ class HFScorer:
         self._mark("start")
         feats = self.vision_features_many([p["pixels"] for p in prepared_list], keys)
         self._mark("vision")
-        plans = [self._plan(p["items"], p["pixels"][1] if p["pixels"] is not None else None) for p in prepared_list]
+        plans = [self._plan(p["items"], p["pixels"]) for p in prepared_list]
         groups: dict = {}
         for i, (prompts, L) in enumerate(plans):
             n_video = 0 if feats[i][0] is None else len(feats[i][0])
@@ -676,7 +676,8 @@ def reference_scores(model, processor, question: dict, frames=None, hint: bool =
         tgt = torch.tensor([cont], dtype=prompt["input_ids"].dtype)
         inp = {**prompt, "input_ids": torch.cat([prompt["input_ids"], tgt], 1),
                "attention_mask": torch.cat([prompt["attention_mask"], torch.ones_like(tgt)], 1),
-               "mm_token_type_ids": torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(tgt)], 1)}
+               **({"mm_token_type_ids": torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(tgt)], 1)}
+                  if "mm_token_type_ids" in prompt else {})}
         logits = model(**{k: v.to(dev) for k, v in inp.items()}).logits[0].float()
         lp = torch.log_softmax(logits[start - 1:-1], -1)
         scores.append(float(lp[torch.arange(len(cont)), tgt[0].to(dev)].sum()))

@@ -84,12 +84,21 @@ class ModelFamily(ABC):
         return unwrap(model).model.visual
 
     @abstractmethod
-    def video_features(self, model, pixel_values, grid) -> list[VideoFeatures]:
-        """The vision tower on several videos at once (pixel values concatenated, `grid` one row per video)."""
+    def video_pixels(self, inputs: dict, dtype) -> dict:
+        """The processor outputs that carry one video's pixels (kept once per video, model-input names as keys;
+        floating tensors in `dtype`)."""
+        keys = [k for k in inputs if k.startswith("pixel_values")] + [k for k in self.pixel_keys if k in inputs]
+        return {k: inputs[k].to(dtype) if inputs[k].is_floating_point() else inputs[k] for k in keys}
 
-    def positions(self, model, ids, mm_token_type_ids, grid) -> tuple[Any, int]:
+    pixel_keys: ClassVar[tuple[str, ...]] = ()  # more processor outputs that belong to the video's pixels
+
+    @abstractmethod
+    def video_features(self, model, pixels: list[dict], device) -> list[VideoFeatures]:
+        """The vision tower on several videos at once (each a `video_pixels` dict), one VideoFeatures each."""
+
+    def positions(self, model, ids, mm_token_type_ids, pixels: dict | None) -> tuple[Any, int]:
         """Position ids (rope_axes, len) of one prompt (CPU) and the delta: text after it continues at index +
-        delta."""
+        delta. `pixels`: the prompt's video_pixels (None: blind)."""
         import torch
 
         return torch.arange(len(ids))[None], 0

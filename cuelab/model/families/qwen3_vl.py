@@ -33,12 +33,20 @@ class Qwen3VL(ModelFamily):
             kwargs["cap_pixels_per_frame"] = False  # (no effect: frames are not resized here)
         return kwargs
 
-    def video_features(self, model, pixel_values, grid) -> list[VideoFeatures]:
+    pixel_keys = ("video_grid_thw",)
+
+    def video_pixels(self, inputs: dict, dtype) -> dict:
+        return {"pixel_values_videos": inputs["pixel_values_videos"].to(dtype),
+                "video_grid_thw": inputs["video_grid_thw"].cpu()}
+
+    def video_features(self, model, pixels: list[dict], device) -> list[VideoFeatures]:
         """One vision-tower call for every video; split back per video (tokens = T x H x W / merge^2)."""
         import torch
 
         inner = unwrap(model)
-        res = inner.model.get_video_features(pixel_values, grid)
+        pv = torch.cat([p["pixel_values_videos"].to(device, non_blocking=True) for p in pixels])
+        grid = torch.cat([p["video_grid_thw"] for p in pixels])
+        res = inner.model.get_video_features(pv, grid.to(device))
         embeds, deep = (res.pooler_output, res.deepstack_features) if hasattr(res, "pooler_output") else res
         sizes = (grid.prod(-1) // inner.model.visual.spatial_merge_size ** 2).tolist()
 
@@ -48,10 +56,10 @@ class Qwen3VL(ModelFamily):
         embeds, deep = split(embeds), [split(d) for d in deep]
         return [VideoFeatures(embeds[k], [d[k] for d in deep]) for k in range(len(sizes))]
 
-    def positions(self, model, ids, mm_token_type_ids, grid):
+    def positions(self, model, ids, mm_token_type_ids, pixels):
         """3-D rope positions (3, len) on the CPU (no GPU syncs) and the rope delta."""
         inner = unwrap(model)
-        kw = {"video_grid_thw": grid.cpu()} if grid is not None else {}
+        kw = {"video_grid_thw": pixels["video_grid_thw"].cpu()} if pixels is not None else {}
         if "mm_token_type_ids" in inspect.signature(inner.model.get_rope_index).parameters:
             kw["mm_token_type_ids"] = mm_token_type_ids[None].cpu()
         pos, delta = inner.model.get_rope_index(ids[None].cpu(), **kw)
