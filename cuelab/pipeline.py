@@ -75,7 +75,7 @@ def stage_model(cfg: ExperimentConfig, paths: RunPaths) -> dict:
     from cuelab.model.tiny import build_tiny_model
 
     texts = [q["question"] + " " + " ".join(q["choices"]) for q in read_jsonl(paths.questions / "train.jsonl")]
-    out = build_tiny_model(paths.models / "tiny-init", cfg.model.tiny, extra_texts=texts)
+    out = build_tiny_model(paths.models / "tiny-init", cfg.model.tiny, extra_texts=texts, family=cfg.model.family)
     return {"model": str(out)}
 
 

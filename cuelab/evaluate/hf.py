@@ -352,6 +352,8 @@ class HFScorer:
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         pos = positions.to(self.device, non_blocking=True)
+        if self.family.rope_axes == 1:  # (1, B, S) -> the (B, S) position ids of a 1-D rope language model
+            pos = pos[0]
         if shared is None:
             return self.lm(inputs_embeds=embeds, position_ids=pos, **kwargs).last_hidden_state
         kwargs.update({self.cache_kw: None, "use_cache": False, "shared_prefix": shared})

@@ -142,8 +142,8 @@ def target_token_ids(processor, answer: str, spec: PromptSpec = PromptSpec()) ->
 def build_inputs(processor, question: dict, frames=None, answer: str | None = None, hint: bool = False,
                  question_first: bool = False, system_prompt: str | None = None, device=None, *,
                  spec: PromptSpec | None = None) -> dict:
-    """Processor inputs for one question (batch of 1): input_ids, attention_mask, mm_token_type_ids and, with
-    frames, pixel_values_videos and video_grid_thw. `frames` is a SampledFrames (already sized: no resize or
+    """Processor inputs for one question (batch of 1): input_ids, attention_mask, mm_token_type_ids (families
+    that use it) and, with frames, the family's pixel inputs (Qwen3-VL: pixel_values_videos, video_grid_thw). `frames` is a SampledFrames (already sized: no resize or
     resampling here) or None for the blind prompt; `device` (e.g. "cuda") runs the video processor's rescale,
     normalisation and patching there (pixel values come back on it). The prompt is `spec` (or the cuelab style
     with the separate keyword arguments). With `answer`, its target tokens (`target_token_ids`) are appended,
@@ -157,19 +157,21 @@ def build_inputs(processor, question: dict, frames=None, answer: str | None = No
     else:
         kwargs = family_of(processor).video_kwargs(processor, frames, device)
         out = processor(text=[text], videos=[frames.frames], return_tensors="pt", **kwargs)
-    out = dict(out)
-    out.pop("token_type_ids", None)
+    family = family_of(processor)
+    out = family.processor_outputs(dict(out))
     n = out["input_ids"].shape[1]
-    if "mm_token_type_ids" not in out:  # older processors: derive it (0 text, 2 video) for get_rope_index
-        video_id = _tokenizer(processor).convert_tokens_to_ids(family_of(processor).video_token)
+    if family.uses_mm_token_type_ids and "mm_token_type_ids" not in out:
+        # older processors: derive it (0 text, 2 video) for get_rope_index
+        video_id = _tokenizer(processor).convert_tokens_to_ids(family.video_token)
         out["mm_token_type_ids"] = (out["input_ids"] == video_id).long() * 2
     if answer is not None:
         ans = torch.tensor([target_token_ids(processor, answer, spec)], dtype=out["input_ids"].dtype)
         k = ans.shape[1]
         out["input_ids"] = torch.cat([out["input_ids"], ans], dim=1)
         out["attention_mask"] = torch.cat([out["attention_mask"], torch.ones_like(ans)], dim=1)
-        out["mm_token_type_ids"] = torch.cat([out["mm_token_type_ids"],
-                                              torch.zeros((1, k), dtype=out["mm_token_type_ids"].dtype)], dim=1)
+        if "mm_token_type_ids" in out:
+            out["mm_token_type_ids"] = torch.cat([out["mm_token_type_ids"],
+                                                  torch.zeros((1, k), dtype=out["mm_token_type_ids"].dtype)], dim=1)
         labels = torch.full_like(out["input_ids"], IGNORE_INDEX)
         labels[:, n:] = ans
         out["labels"] = labels

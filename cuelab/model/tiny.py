@@ -254,13 +254,14 @@ def build_tiny(cfg: TinyModelConfig | None = None, extra_texts: Iterable[str] = 
 
 
 def build_tiny_model(out_dir: str | Path, cfg: TinyModelConfig | None = None,
-                     extra_texts: Iterable[str] = ()) -> Path:
-    """Build the tiny model and save it (model + processor) to `out_dir`; returns the folder.
-    The folder is written next to its final place and renamed, so a crash leaves no half model."""
+                     extra_texts: Iterable[str] = (), family: str | None = None) -> Path:
+    """Build the tiny model of `family` (None: qwen3_vl) and save it (model + processor) to `out_dir`; returns
+    the folder. The folder is written next to its final place and renamed, so a crash leaves no half model."""
     from cuelab.fsutil import atomic_dir
+    from cuelab.model.families import DEFAULT, get_family
 
     out_dir = Path(out_dir)
-    model, processor = build_tiny(cfg, extra_texts)
+    model, processor = get_family(family or DEFAULT).build_tiny(cfg, extra_texts)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

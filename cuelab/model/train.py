@@ -80,7 +80,7 @@ def _resolve_base(cfg: ExperimentConfig, base_model, out: Path, is_main: bool, a
 
         folder = out / "base"
         if is_main and not (folder / "config.json").is_file():
-            build_tiny_model(folder, cfg.model.tiny)
+            build_tiny_model(folder, cfg.model.tiny, family=cfg.model.family)
         accelerator.wait_for_everyone()
         return str(folder)
     return cfg.model.name_or_path

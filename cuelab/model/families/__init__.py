@@ -1,14 +1,27 @@
 """Model families behind one interface (cuelab.model.families.base.ModelFamily), found by name, by a model's
-config (`model_type`) or by its processor's class. Adding a family: a module here with a ModelFamily subclass,
-one line in FAMILIES, and its row in tests/test_families.py."""
+config (`model_type`) or by its processor's class. Adding a family is adding one module here that defines
+`FAMILY` (an instance of its ModelFamily subclass): every module of this package but `base` is one, and
+tests/test_families.py runs its rows for each."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from cuelab.errors import DataError
 from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
-from cuelab.model.families.qwen3_vl import Qwen3VL
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (Qwen3VL(),)}
+
+def _discover() -> dict[str, ModelFamily]:
+    out = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name != "base":
+            fam = importlib.import_module(f"{__name__}.{info.name}").FAMILY
+            out[fam.name] = fam
+    return out
+
+
+FAMILIES: dict[str, ModelFamily] = _discover()
 DEFAULT = "qwen3_vl"
 
 __all__ = ["FAMILIES", "DEFAULT", "FrameGeometry", "ModelFamily", "VideoFeatures", "family_of", "get_family",

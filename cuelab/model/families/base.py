@@ -59,6 +59,7 @@ class ModelFamily(ABC):
     # regex matching the start of every module name inside the language model's decoder layers (LoRA stays there)
     lm_layer_prefix: ClassVar[str] = r"model\.language_model\.layers\.\d+\."
     rope_axes: ClassVar[int] = 1  # rows of position ids (3: multimodal rope over t, h, w)
+    uses_mm_token_type_ids: ClassVar[bool] = False  # the model reads mm_token_type_ids (text 0, image 1, video 2)
 
     # -- frames and prompt ----------------------------------------------------------------------------------------
     @abstractmethod
@@ -71,6 +72,13 @@ class ModelFamily(ABC):
         kwargs = {"device": str(device)} if device is not None else {}
         return {"video_metadata": [frames.video_metadata()], "do_sample_frames": False, "do_resize": False,
                 **kwargs}
+
+    def processor_outputs(self, out: dict) -> dict:
+        """The processor's outputs as the model's forward takes them (drops what the model does not read)."""
+        out.pop("token_type_ids", None)
+        if not self.uses_mm_token_type_ids:
+            out.pop("mm_token_type_ids", None)
+        return out
 
     def video_token_id(self, model) -> int:
         return int(unwrap(model).config.video_token_id)

@@ -20,6 +20,7 @@ class Qwen3VL(ModelFamily):
     end_token = "<|im_end|>"
     video_token = "<|video_pad|>"
     rope_axes = 3
+    uses_mm_token_type_ids = True
 
     def geometry(self, processor=None) -> FrameGeometry:
         vp = getattr(processor, "video_processor", None)
@@ -99,3 +100,6 @@ class Qwen3VL(ModelFamily):
         from cuelab.model.tiny import random_model
 
         return random_model(preset, dtype=dtype, device=device, attn_implementation=attn_implementation, seed=seed)
+
+
+FAMILY = Qwen3VL()
