@@ -120,6 +120,15 @@ class ModelFamily(ABC):
                  attn_implementation: str = "sdpa") -> None:
         """Maths-preserving speed-ups of this family's forward (none by default)."""
 
+    def grid_positions(self, input_ids, model):
+        """Sequence positions (numpy) of the video tokens the video grid covers, in grid order: every video token
+        by default (a family whose video placeholders hold tokens outside the grid, e.g. a closing newline
+        embedding, leaves those out)."""
+        import numpy as np
+
+        ids = np.asarray(input_ids).reshape(-1)
+        return np.flatnonzero(ids == self.video_token_id(model))
+
     @abstractmethod
     def video_grid(self, inputs: dict, processor):
         """The video-token grid (cuelab.model.video_tokens.VideoGrid) of one prompt's processor inputs."""
