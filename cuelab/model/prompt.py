@@ -118,8 +118,10 @@ def end_token_id(processor) -> int:
 
 def answer_token_ids(processor, answer: str, with_end: bool = True) -> list[int]:
     """Token ids of `answer` as it follows the assistant prefix (which ends with a newline, so the answer
-    starts a fresh pre-token and tokenizes the same alone as in context), plus `<|im_end|>`."""
-    ids = list(_tokenizer(processor)(str(answer), add_special_tokens=False)["input_ids"])
+    starts a fresh pre-token and tokenizes the same alone as in context), plus `<|im_end|>`. A family whose
+    template writes text before the answer (its `answer_prefix`, e.g. SmolVLM's space) gets it in front."""
+    text = family_of(processor).answer_prefix + str(answer)
+    ids = list(_tokenizer(processor)(text, add_special_tokens=False)["input_ids"])
     return ids + [end_token_id(processor)] if with_end else ids
 
 

@@ -60,6 +60,8 @@ class ModelFamily(ABC):
     lm_layer_prefix: ClassVar[str] = r"model\.language_model\.layers\.\d+\."
     rope_axes: ClassVar[int] = 1  # rows of position ids (3: multimodal rope over t, h, w)
     uses_mm_token_type_ids: ClassVar[bool] = False  # the model reads mm_token_type_ids (text 0, image 1, video 2)
+    # text the chat template writes between the assistant prefix and the answer (scored choices start with it)
+    answer_prefix: ClassVar[str] = ""
 
     # -- frames and prompt ----------------------------------------------------------------------------------------
     @abstractmethod
