@@ -487,22 +487,30 @@ def _run_pipeline(cfg, stages: list[str] | None = None, force: bool = False) -> 
 def report(run_dir: Path = typer.Argument(..., help="a run folder (holding config.yaml)"),
            set_: list[str] = typer.Option([], "--set", help="override a config field"),
            compare: Optional[Path] = typer.Option(None, "--compare", help="a run folder of the other protocol on "
-                                                  "the same model: its results beside this run's")):
+                                                  "the same model: its results beside this run's"),
+           models: list[Path] = typer.Option([], "--models", help="another run folder (any model family or "
+                                             "checkpoint; repeat for more): one table and one cue-effect figure "
+                                             "across its models and this run's, in report/models.md")):
     """Merge every prediction file of a run (shards included) into results.json/csv and write the report."""
     from cuelab.config import load_config
     from cuelab.evaluate.metrics import format_table, write_results
     from cuelab.run_layout import RunPaths
     from cuelab.report.build import build_report
+    from cuelab.report.models import load_other_runs, write_models_report
     from cuelab.report.protocols import load_other_run
 
     cfg = load_config(run_dir / "config.yaml", set_ + [f"output_dir={run_dir}"])
     check_output_dir(run_dir, "run_dir")
     other = load_other_run(compare, cfg) if compare is not None else None  # refused before anything is written
+    runs = load_other_runs(run_dir, models) if models else None  # so are folders that are not runs
     paths = RunPaths(run_dir)
     if paths.predictions.exists():
         typer.echo(format_table(write_results(paths.predictions, paths.root)))
     md, html = build_report(cfg, paths, compare=other)
     console.print(f"wrote {md}" + (f" and {html}" if html else ""))
+    if runs is not None:
+        md, html = write_models_report(cfg, paths, runs)
+        console.print(f"wrote {md}" + (f" and {html}" if html else ""))
 
 
 @app.command()
