@@ -134,7 +134,7 @@ def test_lora_trains_and_the_adapter_reloads(tiny, tmp_path):
         loss.backward()
         opt.step()
         opt.zero_grad()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
     model.eval().save_pretrained(tmp_path / "adapter")
     reloaded, proc2 = load_model(tmp_path / "base", dtype="float32", adapter=tmp_path / "adapter")

@@ -121,6 +121,21 @@ class Qwen2_5_VL(ModelFamily):
                                                 **kw)
         return pos[:, 0], int(delta.reshape(-1)[0])
 
+    def speedups(self, model, training: bool = False, compile: bool = False,
+                 attn_implementation: str = "sdpa") -> None:
+        """Training: the vision patch embedding (a Conv3d whose stride is its kernel) as one matmul on the
+        flattened patches, as for Qwen3-VL (same weights; its Conv3d backward is slow on a CPU)."""
+        import types
+
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPatchEmbed
+
+        from cuelab.model.speed import _linear_patch_forward
+
+        if training:
+            for module in unwrap(model).modules():
+                if isinstance(module, Qwen2_5_VisionPatchEmbed):
+                    module.forward = types.MethodType(_linear_patch_forward, module)
+
     def video_grid(self, inputs: dict, processor):
         from cuelab.model.video_tokens import VideoGrid
 
