@@ -43,13 +43,15 @@ def _register() -> None:
 
 
 def text_model(model):
-    """The decoder stack (a module with `.layers` whose entries have `.self_attn`), also under a PEFT wrapper."""
-    for m in model.modules():
-        layers = getattr(m, "layers", None)
-        if isinstance(layers, torch.nn.ModuleList) and len(layers) and hasattr(layers[0], "self_attn") \
-                and type(m).__name__.endswith("TextModel"):
-            return m
-    raise ValueError(f"{type(model).__name__} has no text decoder with self-attention layers")
+    """The decoder stack of the model's family (a module with `.layers` whose entries have `.self_attn`), also
+    under a PEFT wrapper."""
+    from cuelab.model.families import family_of
+
+    lm = family_of(model).language_model(model)
+    layers = getattr(lm, "layers", None)
+    if not (isinstance(layers, torch.nn.ModuleList) and len(layers) and hasattr(layers[0], "self_attn")):
+        raise ValueError(f"{type(model).__name__} has no text decoder with self-attention layers")
+    return lm
 
 
 class LastRowRecorder:
