@@ -21,7 +21,7 @@ from typing import Iterable
 from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>",
-                  "<global-img>", "<end_of_utterance>", "<video>"]
+                  "<global-img>", "<end_of_utterance>"]
 TINY_IMAGE_SIZE, TINY_PATCH, TINY_SCALE = 64, 16, 2  # 4 x 4 patches -> 2 x 2 tokens of 32 px a frame
 _TEXTS = ["User:", "Assistant:", "System:", "You are provided the following series of", "frames from a",
           "[H:MM:SS] video.", "Frame from", "one two three four five six seven eight nine ten eleven twelve",
