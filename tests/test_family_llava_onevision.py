@@ -120,6 +120,21 @@ def test_grid_leaves_out_the_newline_and_maps_cells_to_pixels(tiny):
     assert grid.frames_of(5) == [5]  # one frame per temporal cell
 
 
+def test_real_frame_size_grid_is_the_nearest_whole_pixel_cell(tiny):
+    """384 px frames (27 patches a side, pooled to 14): 14 x 14 cells of 27 px (true 27.4), which the attention
+    grid check accepts."""
+    from types import SimpleNamespace
+
+    from cuelab.attention.grid import check_grid
+    from cuelab.model.families.llava_onevision import build_processor
+
+    processor = build_processor(tiny[1].tokenizer, 384)
+    assert FAM.geometry(processor) == FAM.geometry() and processor.num_image_tokens == 729
+    grid = FAM.video_grid({"pixel_values_videos": torch.zeros(1, 4, 3, 384, 384)}, processor)
+    assert (grid.t, grid.h, grid.w, grid.cell_px) == (4, 14, 14, 27)
+    check_grid(grid, SimpleNamespace(n=4, resized_height=384, resized_width=384))
+
+
 def test_family_is_found_from_model_config_and_processor(tiny):
     model, processor = tiny
     assert family_of(model) is FAM and family_of(model.config.to_dict()) is FAM and family_of(processor) is FAM

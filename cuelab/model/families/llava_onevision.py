@@ -7,10 +7,10 @@ tokens), frames one after the other, row-major within a frame; after the last fr
 learned `image_newline` embedding. The processor writes that many `<video>` placeholders (frames x pooled cells
 + 1) and the model scatters the features into them in order. The language model is Qwen2 with 1-D positions.
 
-The video grid maps each pooled cell to `patch * 2` = 28 px of the frame. That is exact when the frame holds an
-even number of patches (the tiny model: 84 px = 6 x 6 patches -> 3 x 3 cells; bilinear halving is then a 2 x 2
-mean); at 384 px (27 patches, not a whole number of 28 px cells) a cell really covers 384 / 14 = 27.4 px, so the
-28 px grid drifts by up to 8 px towards the far edge: the nearest whole-pixel mapping, not an exact one.
+The video grid maps each pooled cell to `patch * 2` = 28 px of the frame when the frame holds an even number of
+patches: exact (the tiny model: 84 px = 6 x 6 patches -> 3 x 3 cells; bilinear halving is then a 2 x 2 mean). At
+the real 384 px (27 patches pooled to 14) a cell covers 384 / 14 = 27.4 px, not a whole number: the grid takes
+27 px cells, the nearest whole size, which drift by up to 6 px towards the far edge (an approximate mapping).
 """
 
 from __future__ import annotations
@@ -116,13 +116,19 @@ class LlavaOnevision(ModelFamily):
         return pos[~ends]
 
     def video_grid(self, inputs: dict, processor):
-        """(frames, pooled rows, pooled columns) of one prompt's video; cells of patch * 2 px (see the module
-        docstring for the 384 px case)."""
+        """(frames, pooled rows, pooled columns) of one prompt's video. Cells of patch x 2 px when the frame holds
+        an even number of patches (exact); otherwise (384 px: 27 patches pooled to 14) a cell spans 384 / 14 =
+        27.4 px and the grid takes the nearest whole size, 27 px (a 1 x 1 "patch" of that size), off by at most
+        6 px at the far edge."""
         from cuelab.model.video_tokens import VideoGrid
 
         g = self.geometry(processor)
-        _, t, _, h, w = inputs["pixel_values_videos"].shape
-        return VideoGrid(int(t), math.ceil(h // g.patch / 2), math.ceil(w // g.patch / 2), g.patch, 2, 1)
+        _, t, _, h, w = (int(x) for x in inputs["pixel_values_videos"].shape)
+        n = w // g.patch  # patches a side (frames are square: SigLIP's position table is)
+        cells = math.ceil(n / 2)
+        if n % 2 == 0:
+            return VideoGrid(t, cells, cells, g.patch, 2, 1)
+        return VideoGrid(t, cells, cells, round(w / cells), 1, 1)
 
     # -- models built here ----------------------------------------------------------------------------------------
     def build_tiny(self, cfg=None, extra_texts: Iterable[str] = ()):
