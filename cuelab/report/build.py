@@ -15,9 +15,9 @@ import pandas as pd
 
 from cuelab.fsutil import atomic_write_text, load_json, read_jsonl
 from cuelab.report.html import markdown_to_html
+from cuelab.video.cues import CONTROLS  # cues that mark the wrong place on purpose
 
 KIND_ORDER = ["all", "object", "verb", "referential"]
-CONTROLS = ("wrong_object", "shifted")  # cues that mark the wrong place on purpose (cuelab.video.cues.CONTROLS)
 
 
 def versions() -> dict:

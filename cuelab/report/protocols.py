@@ -15,7 +15,8 @@ import pandas as pd
 
 from cuelab.errors import DataError
 from cuelab.fsutil import load_json
-from cuelab.report.build import CONTROLS, _ci, _code, _num, condition_order, md_table
+from cuelab.report.build import _ci, _code, _num, condition_order, md_table
+from cuelab.video.cues import CONTROLS
 
 PROTOCOLS = ("first-study", "cuelab")  # left, right in the side-by-side tables
 SIDE_KINDS = ("all", "object", "verb")  # the study reported object / verb / overall

@@ -578,7 +578,8 @@ CUES: dict[str, type[Cue]] = {c.name: c for c in (Cue, BoxCue, TrajectoryCue, Bo
                                                    BlurOutsideCue, CircleCue, ArrowCue, SideBySideCue,
                                                    WrongObjectCue, ShiftedCue, FirstStudyCue,
                                                    FirstStudyListPositionCue)}
-CONTROLS = ("wrong_object", "shifted")
+#: cues that mark the wrong place on purpose (what a cue effect is compared with): every _ControlCue
+CONTROLS = tuple(name for name, cls in CUES.items() if issubclass(cls, _ControlCue))
 
 
 def get_cue(name: str, **style) -> Cue:
