@@ -84,6 +84,23 @@ def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def repair_partial_line(path: str | Path) -> bool:
+    """Cut a partial last line (a run killed mid-write) so that appends start on a fresh line; True when one was
+    cut. Only for a file no live process is appending to: eval opens its prediction files while holding out_dir's
+    eval lock (cuelab.locks), attention its records at the start of a (model, condition)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+        f.seek(0)
+        cut = f.read().rfind(b"\n") + 1
+        f.truncate(cut)
+    return True
+
+
 def read_jsonl(path: str | Path, skip_partial: bool = False) -> Iterator[dict]:
     path = Path(path)
     # split on "\n" only: ensure_ascii=False leaves U+2028 and friends inside strings, which splitlines breaks on

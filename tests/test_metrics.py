@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import binomtest, norm
 
 from cuelab.evaluate.metrics import (clustered_diff, mcnemar_exact, wilson, write_results)
-from cuelab.evaluate.predictions import (PredictionFile, predictions_path, read_predictions, record,
-                                         repair_partial_line)
+from cuelab.evaluate.predictions import PredictionFile, predictions_path, read_predictions, record
+from cuelab.fsutil import repair_partial_line
 
 
 @pytest.mark.parametrize("b,c", [(12, 3), (0, 5), (7, 7), (40, 25), (1, 0)])

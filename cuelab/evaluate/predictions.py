@@ -7,12 +7,11 @@ here (the vLLM worker imports it from its own venv).
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
 from cuelab.errors import DataError
-from cuelab.fsutil import append_jsonl, read_jsonl, safe_name
+from cuelab.fsutil import append_jsonl, read_jsonl, repair_partial_line, safe_name
 
 BLIND = "blind"
 
@@ -30,23 +29,6 @@ def predictions_path(out_dir: str | Path, model: str, condition: str, shard: tup
     if n > 1:
         stem += f".shard{i}of{n}"
     return Path(out_dir) / "predictions" / f"{stem}.jsonl"
-
-
-def repair_partial_line(path: str | Path) -> bool:
-    """Cut a partial last line (a run killed mid-write) so that appends start on a fresh line. evaluate opens
-    prediction files only while holding out_dir's eval lock (cuelab.locks), so the writer of that line is gone:
-    the cut never truncates a line a live run is appending."""
-    path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        return False
-    with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return False
-        f.seek(0)
-        cut = f.read().rfind(b"\n") + 1
-        f.truncate(cut)
-    return True
 
 
 def read_predictions(path: str | Path) -> list[dict]:
@@ -71,8 +53,9 @@ class PredictionFile:
         repair_partial_line(self.path)
         self.done: set[str] = {r["question_id"] for r in read_predictions(self.path)} if self.path.is_file() else set()
 
-    def todo(self, questions: list[dict]) -> list[dict]:
-        return [q for q in questions if q["id"] not in self.done]
+    def todo(self, questions: list) -> list:
+        """The questions (cuelab.question.Question, or records) whose id this file does not hold yet."""
+        return [q for q in questions if (q["id"] if isinstance(q, dict) else q.id) not in self.done]
 
     def append(self, records: list[dict]) -> None:
         records = [r for r in records if r["question_id"] not in self.done]
