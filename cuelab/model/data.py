@@ -17,58 +17,17 @@ from typing import Iterator
 import numpy as np
 
 from cuelab.errors import DataError
-from cuelab.fsutil import append_jsonl, read_jsonl, safe_name
+from cuelab.fsutil import append_jsonl
 from cuelab.model.prompt import IGNORE_INDEX, PromptSpec, build_inputs
-
-REQUIRED = ("id", "video", "question", "choices", "answer")
-
-
-def check_question_names(q: dict, file: str | Path, line: int | None = None) -> None:
-    """A question's id and video become parts of file names (attention rows, overlays, rendered videos), so a
-    path-like one (`/../../x`) is refused when the file is read, naming the file, the question and the field.
-    A whole file is refused rather than the question skipped: such a file was not written by `cuelab questions`."""
-    where = f"line {line}: " if line is not None else ""
-    if not isinstance(q, dict):
-        raise DataError(f"{where}a question must be a JSON object, not {type(q).__name__}", file=str(file))
-    for key in ("id", "video"):
-        if key not in q:
-            raise DataError(f"{where}question {q.get('id')!r} lacks a field", file=str(file),
-                            video_id=q.get("video"), field=key)
-        if not isinstance(q[key], (str, int)) or isinstance(q[key], bool):
-            raise DataError(f"{where}question {q['id']!r}: {key} must be text or a whole number", file=str(file),
-                            video_id=str(q.get("video")), field=key)
-    qid, vid = str(q["id"]), str(q["video"])
-    safe_name(qid, what=f"{where}question id", file=str(file), video_id=vid, field="id")
-    safe_name(vid, what=f"{where}question {qid!r}: video id", file=str(file), video_id=vid, field="video")
+from cuelab.question import load_questions as _load
+from cuelab.question import object_count
 
 
 def load_questions(path: str | Path) -> list[dict]:
-    """Question records from a JSONL file; a record missing a field, or whose id or video cannot name a file,
-    raises DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("questions file not found", file=str(path))
-    out = []
-    for n, q in enumerate(read_jsonl(path), 1):
-        check_question_names(q, path, n)
-        for key in REQUIRED:
-            if key not in q:
-                raise DataError(f"question {q.get('id')!r} lacks a field", file=str(path),
-                                video_id=q.get("video"), field=key)
-        if q["answer"] not in q["choices"]:
-            raise DataError(f"question {q['id']!r}: answer is not one of the choices", file=str(path),
-                            video_id=q["video"], field="answer")
-        out.append(q)
-    return out
-
-
-def object_count(question: dict) -> int | None:
-    """Objects in the question's scene (hand excluded): `n_objects` if given, else one cue colour per object."""
-    if question.get("n_objects") is not None:
-        return int(question["n_objects"])
-    if question.get("cue_colors") is not None:
-        return len(question["cue_colors"])
-    return None
+    """The training questions' records (cuelab.question's loader, strict: a record missing a field, with bad
+    choices or an answer that is not one of them, or whose id or video cannot name a file, raises DataError
+    naming the file, line and field). Records, since the prompt builder takes them."""
+    return [q.record for q in _load(path, strict=True)]
 
 
 def select(questions: list[dict], kinds: list[str] | None = None, max_objects: int | None = None) -> list[dict]:
@@ -172,7 +131,8 @@ class SampleEncoder:
 
 def collate(items: list[dict], pad_id: int) -> dict:
     """Right-pad a list of build_inputs outputs into one batch: input_ids with `pad_id`, attention_mask and
-    mm_token_type_ids with 0, labels with -100; video patches and grids concatenated in batch order."""
+    mm_token_type_ids (where the family has it) with 0, labels with -100; video pixel inputs (Qwen3-VL: patches
+    and grids) concatenated in batch order."""
     import torch
 
     n = max(it["input_ids"].shape[1] for it in items)
@@ -184,12 +144,11 @@ def collate(items: list[dict], pad_id: int) -> dict:
             rows.append(torch.cat([x, x.new_full((n - x.shape[0],), value)]))
         return torch.stack(rows)
 
-    batch = {"input_ids": pad("input_ids", pad_id), "attention_mask": pad("attention_mask", 0),
-             "mm_token_type_ids": pad("mm_token_type_ids", 0), "labels": pad("labels", IGNORE_INDEX)}
-    vids = [it for it in items if "pixel_values_videos" in it]
-    if vids:
-        batch["pixel_values_videos"] = torch.cat([it["pixel_values_videos"] for it in vids])
-        batch["video_grid_thw"] = torch.cat([it["video_grid_thw"] for it in vids])
+    fill = {"input_ids": pad_id, "attention_mask": 0, "mm_token_type_ids": 0, "labels": IGNORE_INDEX}
+    batch = {key: pad(key, value) for key, value in fill.items() if key in items[0]}
+    # the rest is the videos' pixel inputs (their names are the model family's): concatenated in batch order
+    for key in dict.fromkeys(k for it in items for k in it if k not in fill and isinstance(it[k], torch.Tensor)):
+        batch[key] = torch.cat([it[key] for it in items if key in it])
     return batch
 
 
