@@ -564,7 +564,7 @@ class HFScorer:
         if self._token_bytes is None:
             self._token_bytes = TokenBytes(getattr(self.processor, "tokenizer", self.processor))
         ids, pos, delta, vis = prompt
-        choices = [t.encode("utf-8") for t in item["texts"]]
+        choices = [(self.family.answer_prefix + t).encode("utf-8") for t in item["texts"]]  # as scored
         n = len(ids)
         has_vis = bool(vis[L:].any())
         emb = self._embed(ids[L:], video_embeds[n_vis:] if has_vis else None)
@@ -593,6 +593,7 @@ class HFScorer:
         reports with structured outputs); -inf elsewhere."""
         if self._token_bytes is None:
             self._token_bytes = TokenBytes(getattr(self.processor, "tokenizer", self.processor))
+        texts = [self.family.answer_prefix + t for t in texts]  # the answer as the template writes it
         allowed, complete = self._token_bytes.allowed(b"", [t.encode("utf-8") for t in texts])
         ids = torch.tensor(allowed + ([self.end_id] if complete else []), dtype=torch.long)
         out = torch.full_like(logprobs, float("-inf"))
