@@ -122,6 +122,15 @@ def test_fast_scores_equal_one_forward_per_choice(tiny, spec, blind, pack):
     assert results[0].scores != results[1].scores  # not vacuous
 
 
+def test_greedy_answers_are_choices_written_as_the_template_writes_them(tiny):
+    model, processor = tiny
+    scorer = HFScorer(model, processor)
+    results = scorer.score(scorer.prepare(QUESTIONS, _frames(processor)), greedy=True)
+    for q, r in zip(QUESTIONS, results):
+        assert r.greedy_index is not None and r.greedy_tokens[-1] == scorer.end_id
+        assert processor.tokenizer.decode(r.greedy_tokens[:-1]) == " " + q["choices"][r.greedy_index]
+
+
 def test_several_videos_at_once_score_as_the_reference(tiny):
     """score_many: videos of different frame counts, a blind one, one vision call; each row reads its own
     video's prefix."""
