@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 from cuelab.config import ExperimentConfig
 from cuelab.errors import DataError
@@ -121,7 +121,7 @@ class Backend(Protocol):
       question in the job's order, with `scores` / `mean_scores` per choice and the pick under `cfg.eval.rule`.
       The loop has already recorded unreadable videos and questions with a `problem` as failed.
     - `close()`: release the model or engine; called once, after the last `score`.
-    A new backend: a class with these members, its name in `make_backend`, and a test (tests/test_eval_seams.py).
+    A new backend: a class with these members, its name in `BACKENDS`, and a test (tests/test_eval_seams.py).
     """
 
     chunk: int
@@ -419,15 +419,25 @@ class HFBackend:
             torch.cuda.empty_cache()
 
 
-def make_backend(cfg: ExperimentConfig, request: EvalRequest) -> Backend:
-    if request.backend == "hf":
-        return HFBackend(cfg, request.model_path, request.adapter, request.device)
-    if request.backend == "vllm":
-        from cuelab.evaluate.vllm import VLLMBackend
+def _hf_backend(cfg: ExperimentConfig, request: EvalRequest) -> Backend:
+    return HFBackend(cfg, request.model_path, request.adapter, request.device)
 
-        return VLLMBackend(cfg, request.model_path, request.adapter, server=request.server,
-                           videos_root=request.videos_root)
-    raise DataError(f"unknown backend {request.backend!r} (hf, vllm)", field="eval.backend")
+
+def _vllm_backend(cfg: ExperimentConfig, request: EvalRequest) -> Backend:
+    from cuelab.evaluate.vllm import VLLMBackend
+
+    return VLLMBackend(cfg, request.model_path, request.adapter, server=request.server,
+                       videos_root=request.videos_root)
+
+
+#: eval.backend name -> the factory of its Backend; a new backend is one line here
+BACKENDS: dict[str, Callable[[ExperimentConfig, EvalRequest], Backend]] = {"hf": _hf_backend, "vllm": _vllm_backend}
+
+
+def make_backend(cfg: ExperimentConfig, request: EvalRequest) -> Backend:
+    if request.backend not in BACKENDS:
+        raise DataError(f"unknown backend {request.backend!r} ({', '.join(BACKENDS)})", field="eval.backend")
+    return BACKENDS[request.backend](cfg, request)
 
 
 # ---------------------------------------------------------------------------------------------------------------
