@@ -54,10 +54,12 @@ def family_of(obj) -> ModelFamily:
     for fam in FAMILIES.values():
         if mt in fam.model_types:
             return fam
-    if mt is None and hasattr(obj, "get_vocab"):  # a bare tokenizer: the family whose end-of-turn token it has
+    if mt is None and hasattr(obj, "get_vocab"):
+        # a bare tokenizer names no model: a family whose end-of-turn and video tokens it holds (families that
+        # share a tokenizer, e.g. Qwen2.5-VL and Qwen3-VL, share these tokens, which is all a tokenizer is asked)
         vocab = obj.get_vocab()
         for fam in FAMILIES.values():
-            if fam.end_token in vocab:
+            if fam.end_token in vocab and fam.video_token in vocab:
                 return fam
     raise DataError(f"no model family for {cls} (model_type {mt!r}); known families: {', '.join(FAMILIES)}",
                     field="model.family")
