@@ -85,7 +85,8 @@ class Qwen2_5_VL(ModelFamily):
     pixel_keys = ("video_grid_thw", "second_per_grid_ts")
 
     def video_pixels(self, inputs: dict, dtype) -> dict:
-        """Pixels, grid and seconds per temporal patch: the last one is a model input (its rope time axis)."""
+        """Pixels, grid and seconds per temporal patch: the last one is a model input (its rope time axis), kept
+        in float32 whatever `dtype` (bf16 would shift the time positions it scales)."""
         import torch
 
         return {"pixel_values_videos": inputs["pixel_values_videos"].to(dtype),
