@@ -10,7 +10,7 @@ import torch
 
 from cuelab.evaluate.hf import HFScorer, VisionCache, reference_scores
 from cuelab.model.families import family_of, get_family
-from cuelab.model.families.smolvlm import english_cardinal, preset_config
+from cuelab.model.families.smolvlm import preset_config
 from cuelab.model.prompt import PromptSpec, answer_token_ids, build_inputs, prompt_text
 from cuelab.model.tiny import small_test_config
 from cuelab.video.io import FrameSpec, Video, sample_frames
@@ -75,13 +75,6 @@ def test_answer_tokens_are_the_ones_the_template_writes(tiny):
         ids = tok(full, add_special_tokens=False)["input_ids"]
         want = answer_token_ids(processor, answer)
         assert ids[-1 - len(want):-1] == want and tok.decode(want[:-1]) == " " + answer
-
-
-def test_frame_count_words_are_num2words():
-    words = {0: "zero", 8: "eight", 21: "twenty-one", 64: "sixty-four", 100: "one hundred",
-             125: "one hundred and twenty-five", 1000: "one thousand", 1001: "one thousand and one",
-             1234: "one thousand, two hundred and thirty-four"}
-    assert {n: english_cardinal(n) for n in words} == words
 
 
 def test_frames_of_another_size_are_refused(tiny):
@@ -164,7 +157,6 @@ def test_family_is_found_from_model_config_processor_and_tokenizer(tiny):
 
 # families/__init__.py finds a bare tokenizer's family by its end-of-turn token alone, trying families in name
 # order: SmolVLM2's vocabulary also holds `<|im_end|>` (SmolLM2's), so InternVL's end token matches first
-@pytest.mark.xfail(reason="family_of(tokenizer) matches on the end token alone", strict=False)
 def test_family_is_found_from_the_bare_tokenizer(tiny):
     assert family_of(tiny[1].tokenizer) is FAM
 

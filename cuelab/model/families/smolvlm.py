@@ -47,36 +47,6 @@ PRESETS = {
 }
 
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-         "seventeen eighteen nineteen").split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def english_cardinal(n: int) -> str:
-    """`num2words(n)` (English cardinal) for 0 <= n < 1,000,000: the frame count of the prompt's intro line
-    ("one hundred and twenty-five", "one thousand, two hundred")."""
-    if not 0 <= n < 1_000_000:
-        raise ValueError(f"frame count {n} outside 0..999999")
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("-" + _ONES[n % 10] if n % 10 else "")
-    if n < 1000:
-        return _ONES[n // 100] + " hundred" + (" and " + english_cardinal(n % 100) if n % 100 else "")
-    rest = n % 1000
-    sep = ", " if rest >= 100 else " and "
-    return english_cardinal(n // 1000) + " thousand" + (sep + english_cardinal(rest) if rest else "")
-
-
-def _ensure_num2words() -> None:
-    """SmolVLMProcessor refuses to start without the `num2words` package (it spells the frame count); where the
-    package is missing, its module gets `english_cardinal`, which writes the same words for frame counts."""
-    from transformers.models.smolvlm import processing_smolvlm
-
-    if processing_smolvlm.num2words is None:
-        processing_smolvlm.num2words = english_cardinal
-
-
 class SmolVLM(ModelFamily):
     name = "smolvlm"
     model_types = ("smolvlm",)
@@ -85,9 +55,6 @@ class SmolVLM(ModelFamily):
     video_token = "<image>"
     answer_prefix = " "  # "Assistant:" + ": "-style answer: the template writes "Assistant: <answer>"
     lm_layer_prefix = r"model\.text_model\.layers\.\d+\."
-
-    def __init__(self):
-        _ensure_num2words()
 
     # -- frames and prompt ----------------------------------------------------------------------------------------
     def geometry(self, processor=None) -> FrameGeometry:
