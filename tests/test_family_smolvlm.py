@@ -155,8 +155,7 @@ def test_family_is_found_from_model_config_processor_and_tokenizer(tiny):
     assert family_of("smolvlm") is FAM
 
 
-# families/__init__.py finds a bare tokenizer's family by its end-of-turn token alone, trying families in name
-# order: SmolVLM2's vocabulary also holds `<|im_end|>` (SmolLM2's), so InternVL's end token matches first
+# SmolVLM2's vocabulary also holds `<|im_end|>` (SmolLM2's): a tokenizer's family needs its video token too
 def test_family_is_found_from_the_bare_tokenizer(tiny):
     assert family_of(tiny[1].tokenizer) is FAM
 
