@@ -18,11 +18,13 @@ from tqdm import tqdm
 from cuelab.attention import grid as G
 from cuelab.attention.measures import aggregate, aggregate_heads, paired, question_measures, top_k
 from cuelab.config import ExperimentConfig
-from cuelab.data.something_else import VideoTracks, load_annotations
+from cuelab.data.something_else import load_annotations
 from cuelab.errors import DataError
 from cuelab.fsutil import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl,
                            repair_partial_line, safe_name)
+from cuelab.model.families import family_of, frame_spec
 from cuelab.question import load_questions
+from cuelab.tracks import VideoTracks
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,11 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
     from cuelab.model.prompt import build_inputs, prompt_spec
     from cuelab.video.io import find_video, sample_frames
 
-    spec, acfg, vid = cfg.frames_eval.spec(), cfg.attention, q["video"]
+    family = family_of(model)
+    spec, acfg, vid = frame_spec(cfg.frames_eval, processor), cfg.attention, q["video"]
     frames = sample_frames(find_video(Path(videos_root) / condition, vid), spec, vid)
     inputs = build_inputs(processor, q, frames, spec=prompt_spec(cfg, hint=cfg.eval.hint))
-    vp = processor.video_processor
-    grid = G.VideoGrid.from_thw(inputs["video_grid_thw"][0], vp.patch_size, vp.merge_size, vp.temporal_patch_size)
+    grid = family.video_grid(inputs, processor)
     G.check_grid(grid, frames)
 
     boxes = G.fill_pairs(grid, G.resized_boxes(tracks.tracks[str(q["target_object"])], frames, acfg.max_box_gap))
@@ -90,8 +92,9 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
         obj = G.boxes_mask(boxes, frames.resized_height, frames.resized_width)
         obj_only = G.mask_coverage(grid, obj & ~drawn)
 
-    video_token = processor.tokenizer.convert_tokens_to_ids("<|video_pad|>")
-    rows, mass, _ = attention_to_video(model, inputs, video_token, per_head)  # the only model call
+    rows, mass, positions = attention_to_video(model, inputs, family.video_token_id(model), per_head)  # one call
+    # the grid's cells among the video tokens (a family may close the video with a token that is no cell)
+    rows = rows[..., np.searchsorted(positions, family.grid_positions(inputs["input_ids"], model))]
     mean_rows = rows.mean(1) if per_head else rows
     own = top_k(mean_rows, acfg.sink_tokens)
     sinks = np.asarray(plain_sinks, int).reshape(len(own), -1) if plain_sinks is not None else own
@@ -165,6 +168,7 @@ def run_attention(cfg: ExperimentConfig, models: list[ModelSpec], questions_path
                 "per_head": acfg.per_head, "frames": cfg.frames_eval.model_dump(), "seed": cfg.seed,
                 "cue_threshold": acfg.cue_threshold, "max_box_gap": acfg.max_box_gap}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    processor = None
     for spec in models:
         model, processor = load_model(spec.path, dtype=cfg.model.dtype, attn_implementation="eager", device=device,
                                       adapter=spec.adapter)
@@ -195,5 +199,5 @@ def run_attention(cfg: ExperimentConfig, models: list[ModelSpec], questions_path
             torch.cuda.empty_cache()
     results = write_results(out_dir, settings)
     plot_lift_curves(results, out_dir / "attention_lift.png")
-    make_overlays(out_dir, videos_root, cfg.frames_eval.spec())
+    make_overlays(out_dir, videos_root, frame_spec(cfg.frames_eval, processor))
     return results

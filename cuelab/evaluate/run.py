@@ -265,13 +265,15 @@ class LoadedVideo:
 
 def _load_video(cfg, backend: Backend, cond: str, videos_root, group) -> LoadedVideo:
     """Worker-thread part of one video: frames (once for every variant), failure records, prepared jobs."""
+    from cuelab.model.families import frame_spec
     from cuelab.video.io import find_video, sample_frames
 
     vid, todo = group
     frames, error = None, None
     if cond != BLIND:
         try:
-            frames = sample_frames(find_video(videos_root / cond, vid), cfg.frames_eval.spec(), video_id=vid)
+            spec = frame_spec(cfg.frames_eval, getattr(backend, "processor", None))  # the model's frame geometry
+            frames = sample_frames(find_video(videos_root / cond, vid), spec, video_id=vid)
         except Exception as e:  # noqa: BLE001 - any unreadable video is recorded, never fatal
             error = f"{type(e).__name__}: {e}"
     out = LoadedVideo()
@@ -329,9 +331,9 @@ class HFBackend:
         import torch
 
         from cuelab.evaluate.hf import HFScorer, VisionCache, vision_is_adapted
+        from cuelab.model.families import family_of
         from cuelab.model.load import load_model
         from cuelab.model.prompt import prompt_spec
-        from cuelab.model.speed import batch_vision_attention
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch.manual_seed(cfg.seed)
@@ -339,11 +341,7 @@ class HFBackend:
         attn = "sdpa" if cfg.model.attn_implementation == "flash_attention_2" else cfg.model.attn_implementation
         self.model, self.processor = load_model(model_path, dtype=cfg.model.dtype, attn_implementation=attn,
                                                 device=device, adapter=adapter)
-        batch_vision_attention(self.model)
-        if cfg.eval.compile and torch.device(device).type == "cuda":
-            from cuelab.model.speed import compile_blocks
-
-            compile_blocks(self.model)
+        family_of(self.model).speedups(self.model, compile=cfg.eval.compile and torch.device(device).type == "cuda")
         self.has_adapter = adapter is not None
         self.share_vision = not (self.has_adapter and vision_is_adapted(self.model))
         self.rule = cfg.eval.rule

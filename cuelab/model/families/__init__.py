@@ -24,8 +24,8 @@ def _discover() -> dict[str, ModelFamily]:
 FAMILIES: dict[str, ModelFamily] = _discover()
 DEFAULT = "qwen3_vl"
 
-__all__ = ["FAMILIES", "DEFAULT", "FrameGeometry", "ModelFamily", "VideoFeatures", "family_of", "get_family",
-           "unwrap"]
+__all__ = ["FAMILIES", "DEFAULT", "FrameGeometry", "ModelFamily", "VideoFeatures", "family_of", "frame_spec",
+           "get_family", "unwrap"]
 
 
 def get_family(name: str) -> ModelFamily:
@@ -63,3 +63,11 @@ def family_of(obj) -> ModelFamily:
                 return fam
     raise DataError(f"no model family for {cls} (model_type {mt!r}); known families: {', '.join(FAMILIES)}",
                     field="model.family")
+
+
+def frame_spec(frames_cfg, processor=None):
+    """`frames_cfg` (a FramesConfig) as the FrameSpec of the frames `processor`'s model sees: its family's frame
+    geometry (patch, merge, temporal patch, fixed size); without a processor, the default (Qwen3-VL's)."""
+    if processor is None:
+        return frames_cfg.spec()
+    return frames_cfg.spec(family_of(processor).geometry(processor))
