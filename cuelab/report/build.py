@@ -352,6 +352,12 @@ def section_provenance(cfg, paths) -> list[str]:
             "```yaml", yaml.safe_dump(jsonable(cfg), sort_keys=False).rstrip(), "```", ""]
 
 
+def _tiny_name(cfg) -> str:
+    from cuelab.model.families import DEFAULT
+
+    return f"tiny {cfg.model.family or DEFAULT} (built locally)"
+
+
 def build_report(cfg, paths, compare=None) -> tuple[Path, Path | None]:
     """Write report/report.md (+ report.html, self-contained) for the run at `paths`. `compare`: a run of the
     other protocol (protocols.load_other_run) whose results are set beside this run's."""
@@ -362,7 +368,7 @@ def build_report(cfg, paths, compare=None) -> tuple[Path, Path | None]:
     lines = [f"# {cfg.report.title}: {cfg.name} (protocol `{cfg.protocol}`)", "",
              "Do visual cues (boxes, trajectories, ...) drawn on the frames help a video VLM answer questions "
              "about the marked object? Plain and cued versions of the same test videos, the same questions, "
-             f"the model `{cfg.model.name_or_path if cfg.model.tiny is None else 'tiny Qwen3-VL (built locally)'}`"
+             f"the model `{cfg.model.name_or_path if cfg.model.tiny is None else _tiny_name(cfg)}`"
              " before and after LoRA fine-tuning on plain + cued videos.", ""]
     lines += section_results(cfg, paths, fig_dir)  # first: the results (and their chart) open the report
     lines += section_protocol(cfg)
