@@ -46,8 +46,10 @@ CHAT_TEMPLATE = (
 PATCH = 14
 TINY_SIZE = 84  # 6 x 6 patches -> 3 x 3 pooled cells of 28 px per frame: small enough for CPU tests
 
-# Official config.json values of the llava-hf OneVision checkpoints: SigLIP so400m with 26 layers (the last of
-# the 27 is dropped), 384 px, patch 14, feature layer -1, strategy "full"; Qwen2-0.5B / Qwen2-7B text models.
+# config.json values of the llava-hf OneVision checkpoints: SigLIP so400m with 26 layers (the last of the 27 is
+# dropped), 384 px, patch 14, feature layer -1, strategy "full"; Qwen2-0.5B / Qwen2-7B text models (their published
+# shapes). The resized vocabularies (152000, 152128) were read from secondary sources (llava-hf's interleave-0.5b
+# config, a conversion script quoting 7b-ov-hf's), not from these checkpoints' own files.
 PRESETS = {
     "llava-onevision-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                                  num_attention_heads=14, num_key_value_heads=2, vocab_size=152000,
