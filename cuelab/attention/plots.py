@@ -100,7 +100,8 @@ def overlay_frames(plain: dict, cued: dict, plain_frames, cued_frames, cue: str)
     """Side-by-side frames (plain | cued), one per temporal cell, from two saved rows files and their frames."""
     from cuelab.attention.grid import VideoGrid
 
-    grid = VideoGrid(*(int(x) for x in plain["grid"]))
+    cell = plain["cell"] if "cell" in plain else ()  # patch, merge, temporal patch (files before: Qwen3-VL's)
+    grid = VideoGrid(*(int(x) for x in plain["grid"]), *(int(x) for x in cell))
     maps = [grid.to_map(layer_mean_map(d["rows"])) for d in (plain, cued)]
     vmax = float(np.quantile(np.concatenate([m.ravel() for m in maps]), 0.99))
     scale = max(1, int(np.ceil(320 / plain_frames.resized_width)))

@@ -100,7 +100,8 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
     sinks = np.asarray(plain_sinks, int).reshape(len(own), -1) if plain_sinks is not None else own
     m = question_measures(rows, mass, box_cov, valid, sinks, cue_cov, obj_only)
     rec = {"question_id": q["id"], "video": vid, "kind": q.get("kind"), "target_object": str(q["target_object"]),
-           "model": None, "condition": condition, "grid": [grid.t, grid.h, grid.w], "layers": len(mean_rows),
+           "model": None, "condition": condition, "grid": [grid.t, grid.h, grid.w],
+           "cell": [grid.patch, grid.merge, grid.temporal_patch], "layers": len(mean_rows),
            "valid_tokens": int(valid.sum()), "box_share": round(float(box_cov[valid].mean()), 6),
            "cue_share": None if cue_cov is None else round(float(cue_cov.mean()), 6),
            "sinks": own.tolist(), "sinks_used": "plain" if plain_sinks is not None else "own"}
@@ -110,7 +111,7 @@ def measure_question(model, processor, q: dict, condition: str, tracks: VideoTra
 
 def _save_rows(path: Path, rows: np.ndarray, frames, boxes: np.ndarray, rec: dict) -> None:
     buf = io.BytesIO()
-    np.savez(buf, rows=rows.astype(np.float32), boxes=boxes, grid=np.array(rec["grid"]),
+    np.savez(buf, rows=rows.astype(np.float32), boxes=boxes, grid=np.array(rec["grid"]), cell=np.array(rec["cell"]),
              sinks=np.array(rec["sinks"]), indices=np.array(frames.indices), video=np.array(rec["video"]),
              condition=np.array(rec["condition"]), question=np.array(rec["question_id"]))
     atomic_write_bytes(path, buf.getvalue())
