@@ -345,7 +345,7 @@ def check(cfg: ExperimentConfig) -> list[str]:
     if cfg.data.source == "ssv2":
         problems += check_data(cfg)
     if cfg.model.tiny is None:
-        problems += check_model(cfg.model.name_or_path)
+        problems += check_model(cfg.model.name_or_path, cfg.model.family)
     return problems
 
 
@@ -399,8 +399,9 @@ def check_videos(videos: Path, labels: list, tracks: dict | None) -> list[str]:
     return problems
 
 
-def check_model(name: str) -> list[str]:
-    """A local folder or a cached hub snapshot with a parseable config.json (with model_type) and weights."""
+def check_model(name: str, family: str | None = None) -> list[str]:
+    """A local folder or a cached hub snapshot with a parseable config.json (with model_type) and weights, of
+    `family` when one is named."""
     local = Path(name)
     folder = local if local.exists() else hub_snapshot(name)
     if folder is None:
@@ -419,6 +420,10 @@ def check_model(name: str) -> list[str]:
         return [f"model.name_or_path: {config} is not a model config (no 'model_type')"]
     if not any(any(folder.glob(p)) for p in WEIGHT_PATTERNS):
         return [f"model.name_or_path: {folder} has no weights (*.safetensors or pytorch_model*.bin)"]
+    from cuelab.model.families import get_family
+
+    if family is not None and data["model_type"] not in get_family(family).model_types:
+        return [f"model.family: {family} does not match {config} (model_type {data['model_type']!r})"]
     return []
 
 
