@@ -79,3 +79,14 @@ def test_lora_layers_pattern_matches_only_the_language_model(built):
     lm = [n for n in names if re.match(fam.lm_layer_prefix, n)]
     assert lm and all("visual" not in n and "vision" not in n for n in lm)
     assert any(n.endswith("q_proj") for n in lm)
+
+
+def test_check_names_a_family_that_does_not_match_the_checkpoint(built, tmp_path):
+    from cuelab.pipeline import check_model
+
+    fam, model, processor = built
+    model.save_pretrained(tmp_path)
+    assert check_model(str(tmp_path), fam.name) == []
+    other = next(f for f in FAMILIES if model.config.model_type not in FAMILIES[f].model_types)
+    problems = check_model(str(tmp_path), other)
+    assert len(problems) == 1 and problems[0].startswith(f"model.family: {other} does not match")
