@@ -348,7 +348,8 @@ def write_report(results: list[dict], meta: dict, args) -> None:
     table = markdown_table(HEADER, [table_row(r) for r in results])
     ok = [r for r in results if "error" not in r]
     worst = min((r["x_generate_model"] for r in ok), default=None)
-    notes = (f"Random weights, bf16, SDPA, transformers {meta['transformers']}, torch {meta['torch']}, card "
+    dtype = "float32 on the CPU (smoke: a small model of each family; timings mean nothing)" if args.smoke else "bf16"
+    notes = (f"Random weights, {dtype}, SDPA, transformers {meta['transformers']}, torch {meta['torch']}, card "
              f"{meta['card']}. Per family {args.videos} videos x 2.5 questions x 4 choices of SSv2-like 427x240 "
              f"clips as cuelab samples them for the family (Qwen families: per-frame cap 256x416, smart_resize "
              f"at the family's factor; fixed-size families: their frame size; InternVL at 32 frames to keep the "
