@@ -90,3 +90,24 @@ def test_check_names_a_family_that_does_not_match_the_checkpoint(built, tmp_path
     other = next(f for f in FAMILIES if model.config.model_type not in FAMILIES[f].model_types)
     problems = check_model(str(tmp_path), other)
     assert len(problems) == 1 and problems[0].startswith(f"model.family: {other} does not match")
+
+
+def test_speedups_keep_the_vision_features(built):
+    """Each family's maths-preserving speed-ups (batched vision attention, ...) give the features of its own
+    forward: frames wide enough for several vision windows and frame pairs."""
+    import copy
+
+    fam, model, processor = built
+    rng = np.random.default_rng(1)
+    g = fam.geometry(processor)
+    video = Video(rng.integers(0, 255, (24, 120, 240, 3), dtype=np.uint8), 12.0, "v2.mp4")
+    frames = sample_frames(video, FrameSpec(fps=4.0, min_frames=4, max_frames=8, total_pixels=None,
+                                            max_pixels_per_frame=120 * 240, factor=g.factor,
+                                            temporal_patch=g.temporal_patch, size=g.size), video_id="v2")
+    pixels = fam.video_pixels(build_inputs(processor, QUESTION, frames), torch.float32)
+    fast = copy.deepcopy(model)
+    fam.speedups(fast)
+    with torch.no_grad():
+        ref, got = fam.video_features(model, [pixels], "cpu")[0], fam.video_features(fast, [pixels], "cpu")[0]
+    assert torch.allclose(ref.embeds, got.embeds, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ref.extras, got.extras))

@@ -27,6 +27,7 @@ def _runs(lengths: list[int]) -> list[tuple[int, int, int]]:
 
 
 def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
+    # the same rotary maths as Qwen2.5-VL's own copy of this function
     from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
 
     n = hidden_states.shape[0]
@@ -44,15 +45,18 @@ def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, 
     return self.proj(out)
 
 
-def batch_vision_attention(model) -> int:
-    """Swap the vision attention of a Qwen3-VL model (or a PEFT wrapper of one) for the batched SDPA version;
+def batch_vision_attention(model, classes: tuple | None = None) -> int:
+    """Swap the vision attention of a Qwen3-VL model (or a PEFT wrapper of one; or modules of `classes` of the
+    same shape: Qwen2.5-VL's, whose window attention is one call per window) for the batched SDPA version;
     returns how many modules were patched. Attention weights (eager, output_attentions) are unaffected:
     only call this where none are needed (training, scoring)."""
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionAttention
+    if classes is None:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionAttention
 
+        classes = (Qwen3VLVisionAttention,)
     n = 0
     for module in model.modules():
-        if isinstance(module, Qwen3VLVisionAttention):
+        if isinstance(module, classes):
             module.forward = types.MethodType(_batched_forward, module)
             n += 1
     return n
@@ -66,15 +70,17 @@ def _linear_patch_forward(self, hidden_states):
     return F.linear(x, w.reshape(w.shape[0], -1), self.proj.bias)
 
 
-def linear_patch_embed(model) -> int:
+def linear_patch_embed(model, classes: tuple | None = None) -> int:
     """Run the vision patch embedding (Conv3d, kernel = stride = one patch) as a matmul on the flattened
     patches the processor already gives: same weights and state dict; on a CPU the Conv3d and its backward
     were a fifth of a tiny model's training step (docs/demo-research.md). Returns how many modules were patched."""
-    from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
+    if classes is None:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionPatchEmbed
 
+        classes = (Qwen3VLVisionPatchEmbed,)
     n = 0
     for module in model.modules():
-        if isinstance(module, Qwen3VLVisionPatchEmbed):
+        if isinstance(module, classes):
             module.forward = types.MethodType(_linear_patch_forward, module)
             n += 1
     return n

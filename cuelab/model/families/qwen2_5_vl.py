@@ -124,18 +124,19 @@ class Qwen2_5_VL(ModelFamily):
 
     def speedups(self, model, training: bool = False, compile: bool = False,
                  attn_implementation: str = "sdpa") -> None:
-        """Training: the vision patch embedding (a Conv3d whose stride is its kernel) as one matmul on the
-        flattened patches, as for Qwen3-VL (same weights; its Conv3d backward is slow on a CPU)."""
-        import types
+        """The vision patch embedding (a Conv3d whose stride is its kernel) as one matmul in training (same
+        weights; its Conv3d backward is slow on a CPU) and, with SDPA, the vision tower's window attention as
+        one SDPA call per run of equal windows instead of one per window (cuelab.model.speed: on an H100 the
+        per-window calls made the 3B's vision tower most of its scoring time, benchmarks/RESULTS.md)."""
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (Qwen2_5_VisionPatchEmbed,
+                                                                        Qwen2_5_VLVisionAttention)
 
-        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionPatchEmbed
-
-        from cuelab.model.speed import _linear_patch_forward
+        from cuelab.model.speed import batch_vision_attention, linear_patch_embed
 
         if training:
-            for module in unwrap(model).modules():
-                if isinstance(module, Qwen2_5_VisionPatchEmbed):
-                    module.forward = types.MethodType(_linear_patch_forward, module)
+            linear_patch_embed(model, (Qwen2_5_VisionPatchEmbed,))
+        if attn_implementation == "sdpa" or not training:
+            batch_vision_attention(model, (Qwen2_5_VLVisionAttention,))
 
     def video_grid(self, inputs: dict, processor):
         from cuelab.model.video_tokens import VideoGrid
