@@ -32,3 +32,22 @@ def test_a_wrapped_projection_keeps_its_own_forward():
     embed = peft.base_model.model.model.visual.patch_embed
     torch.nn.init.normal_(embed.proj.lora_B.default.weight)  # a non-zero adapter must change the output
     assert not torch.allclose(embed(x), ref, atol=1e-3)
+
+
+def test_segments_of_equal_length_apart_are_gathered_into_one_call():
+    """Windows of a frame (4 full, then an edge one, repeated) attend within themselves, as one call per segment
+    would compute them."""
+    import torch.nn.functional as F
+
+    from cuelab.model.speed import _by_length
+
+    torch.manual_seed(0)
+    lengths = [4, 4, 2, 4, 4, 2, 3]
+    q, k, v = (torch.randn(sum(lengths), 2, 8) for _ in range(3))
+    got = _by_length(q, k, v, lengths, 0.5)
+    want, a = [], 0
+    for n in lengths:
+        qs, ks, vs = (t[a:a + n].transpose(0, 1)[None] for t in (q, k, v))
+        want.append(F.scaled_dot_product_attention(qs, ks, vs, scale=0.5)[0].transpose(0, 1).reshape(n, -1))
+        a += n
+    assert torch.allclose(got, torch.cat(want), atol=1e-6)

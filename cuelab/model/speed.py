@@ -26,6 +26,24 @@ def _runs(lengths: list[int]) -> list[tuple[int, int, int]]:
     return out
 
 
+def _by_length(q, k, v, lengths: list[int], scale: float):
+    """Attention within segments whose equal lengths are not all consecutive (Qwen2.5-VL's windows: full
+    windows and the smaller ones at a frame's edges alternate): one call per distinct length, its segments
+    gathered by index and the outputs put back in place."""
+    starts = [0]
+    for n in lengths[:-1]:
+        starts.append(starts[-1] + n)
+    by_len: dict[int, list[int]] = {}
+    for s, n in zip(starts, lengths):
+        by_len.setdefault(n, []).append(s)
+    out = torch.empty_like(q)
+    for n, ss in by_len.items():
+        idx = (torch.tensor(ss)[:, None] + torch.arange(n)).to(q.device, non_blocking=True)  # (segments, n)
+        qs, ks, vs = (t[idx].transpose(1, 2) for t in (q, k, v))  # (segments, H, n, D)
+        out[idx] = F.scaled_dot_product_attention(qs, ks, vs, scale=scale).transpose(1, 2)
+    return out.reshape(q.shape[0], -1)
+
+
 def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, max_seqlen=None, **kwargs):
     # the same rotary maths as Qwen2.5-VL's own copy of this function
     from transformers.models.qwen3_vl.modeling_qwen3_vl import apply_rotary_pos_emb_vision
@@ -34,8 +52,12 @@ def _batched_forward(self, hidden_states, cu_seqlens, position_embeddings=None, 
     q, k, v = self.qkv(hidden_states).reshape(n, 3, self.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
     cos, sin = position_embeddings
     q, k = apply_rotary_pos_emb_vision(q, k, cos, sin)  # (n, heads, head_dim)
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
+    runs = _runs(lengths)
+    if len(runs) > len(set(lengths)):  # equal lengths scattered: gather them (fewer calls than runs)
+        return self.proj(_by_length(q, k, v, lengths, self.scaling))
     outs = []
-    for offset, count, length in _runs((cu_seqlens[1:] - cu_seqlens[:-1]).tolist()):
+    for offset, count, length in runs:
         sl = slice(offset, offset + count * length)
         # (count*length, H, D) -> (count, H, length, D): one call for all segments of this run
         qs, ks, vs = (t[sl].reshape(count, length, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
