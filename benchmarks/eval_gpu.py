@@ -59,20 +59,25 @@ class Frames:
                              frames_indices=list(range(n)))
 
 
+def video_questions(rng, v: int) -> list[dict]:
+    """The questions of video `v`: 2 and 3 alternately (verb, object, verb), 4 choices each, drawn from `rng`."""
+    qs = []
+    for k in range(2 + v % 2):
+        pool = VERBS if k % 2 == 0 else OBJECTS
+        choices = [str(c) for c in rng.choice(pool, 4, replace=False)]
+        qs.append({"id": f"v{v}-q{k}", "video": f"v{v}", "kind": "verb" if k % 2 == 0 else "object",
+                   "question": "Which phrase describes what happens to the object marked in red in the video?"
+                   if k % 2 == 0 else "What is the object in the red box in this clip?",
+                   "choices": choices, "answer": choices[0], "answer_index": 0})
+    return qs
+
+
 def make_videos(n: int, seed: int = 0) -> list[tuple[Frames, list[dict]]]:
     rng = np.random.default_rng(seed)
     out = []
     for v in range(n):
         frames = Frames(rng.integers(0, 256, (FRAMES, H, W, 3), dtype=np.uint8))
-        qs = []
-        for k in range(2 + v % 2):
-            pool = VERBS if k % 2 == 0 else OBJECTS
-            choices = [str(c) for c in rng.choice(pool, 4, replace=False)]
-            qs.append({"id": f"v{v}-q{k}", "video": f"v{v}", "kind": "verb" if k % 2 == 0 else "object",
-                       "question": "Which phrase describes what happens to the object marked in red in the video?"
-                       if k % 2 == 0 else "What is the object in the red box in this clip?",
-                       "choices": choices, "answer": choices[0], "answer_index": 0})
-        out.append((frames, qs))
+        out.append((frames, video_questions(rng, v)))
     return out
 
 

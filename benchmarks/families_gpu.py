@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.eval_gpu import sync, timed, video_questions  # noqa: E402
 from benchmarks.results import append_results, markdown_table  # noqa: E402
 from cuelab.evaluate.hf import HFScorer, VisionCache, reference_scores  # noqa: E402
 from cuelab.evaluate.run import _chunks, prefetch  # noqa: E402
@@ -46,11 +47,6 @@ SRC_W, SRC_H = 427, 240  # SSv2-like clips
 QWEN_FRAME_CAP = 256 * 416  # the study's per-frame pixel cap (Qwen families: frames sized by smart_resize)
 SMOKE_FRAME_CAP = 64 * 64
 NEW_TOKENS = 16
-VERBS = ["Pushing something from left to right", "Lifting something up completely", "Dropping something into "
-         "something", "Covering something with something", "Pulling something from right to left",
-         "Moving something closer to something", "Turning something upside down", "Rolling something"]
-OBJECTS = ["red cube", "blue ball", "green cone", "yellow star", "purple ring", "white cylinder", "black box",
-           "orange disk"]
 
 
 @dataclass(frozen=True)
@@ -104,29 +100,9 @@ def make_videos(n: int, frames: int, h: int, w: int, seed: int = 0) -> list[tupl
     out = []
     for v in range(n):
         fr = Frames(rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8), f"v{v}")
-        qs = []
-        for k in range(2 + v % 2):
-            pool = VERBS if k % 2 == 0 else OBJECTS
-            choices = [str(c) for c in rng.choice(pool, 4, replace=False)]
-            qs.append({"id": f"v{v}-q{k}", "video": f"v{v}", "kind": "verb" if k % 2 == 0 else "object",
-                       "question": "Which phrase describes what happens to the object marked in red in the video?"
-                       if k % 2 == 0 else "What is the object in the red box in this clip?",
-                       "choices": choices, "answer": choices[0], "answer_index": 0})
+        qs = video_questions(rng, v)
         out.append((fr, qs))
     return out
-
-
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def timed(fn, *a, **k):
-    sync()
-    t = time.perf_counter()
-    r = fn(*a, **k)
-    sync()
-    return r, time.perf_counter() - t
 
 
 def reset_peak():
