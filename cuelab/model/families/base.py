@@ -42,6 +42,19 @@ class VideoFeatures:
         return VideoFeatures(self.embeds[start:], [x[start:] for x in self.extras])
 
 
+def random_from_config(model_class, config, dtype=None, device=None, attn_implementation: str = "sdpa",
+                       seed: int = 0):
+    """A `model_class` of `config` with random weights (seeded), built directly on `device` (real sizes for GPU
+    benchmarks: no CPU copy of a few billion parameters first)."""
+    import torch
+
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    with torch.device(device or "cpu"):
+        model = model_class(config)
+    return model.to(dtype) if dtype is not None else model
+
+
 def unwrap(model):
     """The transformers model inside a PEFT wrapper (LoRA layers stay injected in it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

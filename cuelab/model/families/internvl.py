@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
+from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, random_from_config, unwrap
 
 # InternVL3-hf's chat layout (transformers' convert_internvl_weights_to_hf.py): no default system turn; a video
 # item is "<video>\n" before or after the text; generation prompt "<|im_start|>assistant\n".
@@ -149,15 +149,10 @@ class InternVL(ModelFamily):
 
     def random_model(self, preset: str, dtype=None, device=None, attn_implementation: str = "sdpa", seed: int = 0):
         """An InternVL3 of preset `name` (internvl3-1b / -2b / -8b) with random weights, built on `device`."""
-        import torch
         from transformers import InternVLForConditionalGeneration
 
         config = preset_config(preset)
-        config._attn_implementation = attn_implementation
-        torch.manual_seed(seed)
-        with torch.device(device or "cpu"):
-            model = InternVLForConditionalGeneration(config)
-        return model.to(dtype) if dtype is not None else model
+        return random_from_config(InternVLForConditionalGeneration, config, dtype, device, attn_implementation, seed)
 
 
 def _tokenizer(vocab_size: int, extra_texts: Iterable[str]):

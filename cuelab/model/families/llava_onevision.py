@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
+from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, random_from_config, unwrap
 
 # Special tokens in the real checkpoints' id order (151643 ... 151647 after Qwen2's base vocabulary).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
@@ -154,15 +154,11 @@ class LlavaOnevision(ModelFamily):
 
     def random_model(self, preset: str, dtype=None, device=None, attn_implementation: str = "sdpa", seed: int = 0):
         """A real OneVision size (PRESETS) with random weights, built on `device` (GPU benchmarks)."""
-        import torch
         from transformers import LlavaOnevisionForConditionalGeneration
 
         config = preset_config(preset)
-        config._attn_implementation = attn_implementation
-        torch.manual_seed(seed)
-        with torch.device(device or "cpu"):
-            model = LlavaOnevisionForConditionalGeneration(config)
-        return model.to(dtype) if dtype is not None else model
+        return random_from_config(LlavaOnevisionForConditionalGeneration, config, dtype, device,
+                                  attn_implementation, seed)
 
 
 def llava_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
+from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, random_from_config, unwrap
 
 # Qwen2.5-VL's chat layout without tools: a default system turn when the first message is not a system one,
 # then `<|im_start|>role\n...<|im_end|>\n` per message; generation prompt "<|im_start|>assistant\n".
@@ -167,15 +167,10 @@ class Qwen2_5_VL(ModelFamily):
 
     def random_model(self, preset: str, dtype=None, device=None, attn_implementation: str = "sdpa", seed: int = 0):
         """A Qwen2.5-VL of `preset` (PRESETS) with random weights, built on `device` (GPU benchmarks)."""
-        import torch
         from transformers import Qwen2_5_VLForConditionalGeneration
 
         config = preset_config(preset)
-        config._attn_implementation = attn_implementation
-        torch.manual_seed(seed)
-        with torch.device(device or "cpu"):
-            model = Qwen2_5_VLForConditionalGeneration(config)
-        return model.to(dtype) if dtype is not None else model
+        return random_from_config(Qwen2_5_VLForConditionalGeneration, config, dtype, device, attn_implementation, seed)
 
 
 def build_processor(tokenizer):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, unwrap
+from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, random_from_config, unwrap
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>",
                   "<global-img>", "<end_of_utterance>"]
@@ -138,15 +138,10 @@ class SmolVLM(ModelFamily):
         return model.eval(), processor
 
     def random_model(self, preset: str, dtype=None, device=None, attn_implementation: str = "sdpa", seed: int = 0):
-        import torch
         from transformers import SmolVLMForConditionalGeneration
 
         config = preset_config(preset)
-        config._attn_implementation = attn_implementation
-        torch.manual_seed(seed)
-        with torch.device(device or "cpu"):
-            model = SmolVLMForConditionalGeneration(config)
-        return model.to(dtype) if dtype is not None else model
+        return random_from_config(SmolVLMForConditionalGeneration, config, dtype, device, attn_implementation, seed)
 
 
 def smol_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]):
