@@ -225,15 +225,12 @@ def preset_config(name: str):
 
 def random_model(name: str, dtype=None, device=None, attn_implementation: str = "sdpa", seed: int = 0):
     """A Qwen3-VL of preset `name` with random weights, built on `device` (for GPU benchmarks)."""
-    import torch
     from transformers import Qwen3VLForConditionalGeneration
 
-    config = preset_config(name)
-    config._attn_implementation = attn_implementation
-    torch.manual_seed(seed)
-    with torch.device(device or "cpu"):
-        model = Qwen3VLForConditionalGeneration(config)
-    return model.to(dtype) if dtype is not None else model
+    from cuelab.model.families.base import random_from_config
+
+    return random_from_config(Qwen3VLForConditionalGeneration, preset_config(name), dtype, device,
+                              attn_implementation, seed)
 
 
 def build_tiny(cfg: TinyModelConfig | None = None, extra_texts: Iterable[str] = ()):
