@@ -58,6 +58,9 @@ class SyntheticConfig(Section):
     templates: list[str] | None = None  # restrict to these template names (None: all)
     object_scale: Positive = 1.0  # object size multiplier (larger objects stay legible in small model frames)
     motion_scale: float = Field(1.0, ge=0)  # amplitude multiplier of the in-place motions (shake, poke, squeeze)
+    # scenes where a second object does a different in-place action at the same time (the labelled action stays
+    # the first object's): only a cue says which motion a `referential_verb` question asks about
+    two_actor_fraction: Share = 0.0
 
     @model_validator(mode="after")
     def _ranges(self):
@@ -79,7 +82,7 @@ class QuestionsConfig(Section):
     videos: Count | None = None  # subset size (None: every usable video)
     test_videos: Count = 50
     seed: int = 0
-    kinds: list[Literal["object", "verb", "referential"]] = ["object", "verb", "referential"]
+    kinds: list[Literal["object", "verb", "referential", "referential_verb"]] = ["object", "verb", "referential"]
     max_placeholder_chars: Count = 40
     require_boxes: bool = True  # keep only videos with Something-Else boxes
     single_verb_templates: bool = False  # keep templates with exactly one verb slot (the first study's subset)
