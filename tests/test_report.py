@@ -135,10 +135,10 @@ def test_report_renders_in_headless_chromium(tmp_path):
     shot = tmp_path / "shot.png"
     subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,1600",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--hide-scrollbars", "--window-size=1200,3200",
                     f"--screenshot={shot}", html.resolve().as_uri()], check=True, capture_output=True, timeout=120)
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
-    assert img.shape[:2] == (1600, 1200)
+    assert img.shape[:2] == (3200, 1200)  # tall enough for the verdict and results above the chart
     # a rendered page: mostly white, with dark text and the coloured bars of the chart
     assert (img.sum(-1) > 700).mean() > 0.5 and (img.sum(-1) < 200).mean() > 0.005
     colourful = (img.max(-1) - img.min(-1)) > 80
@@ -151,7 +151,11 @@ def test_report_command_merges_shards_and_writes_the_report(tmp_path):
     from cuelab.cli import app
     from cuelab.config import save_config
 
+    from cuelab.evaluate.metrics import write_results
+
     paths = _fake_run(tmp_path)
+    save_config(load_config(None, [f"output_dir={tmp_path}", "model.tiny={}"]), tmp_path / "config.yaml")
+    write_results(paths.predictions, paths.root)  # now a run folder: results.json holds its effects too
     # split one prediction file into two shard files: `cuelab report` merges them
     f = paths.predictions / "finetuned__plain.jsonl"
     lines = f.read_text().splitlines(keepends=True)
@@ -160,7 +164,6 @@ def test_report_command_merges_shards_and_writes_the_report(tmp_path):
     before = (paths.root / "results.json").read_text()
     f.unlink()
     (paths.root / "results.json").unlink()
-    save_config(load_config(None, [f"output_dir={tmp_path}", "model.tiny={}"]), tmp_path / "config.yaml")
     r = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert (paths.root / "results.json").read_text() == before

@@ -18,6 +18,7 @@ text-align:right}th{background:#f2f2f7}td:first-child,th:first-child{text-align:
 img{max-width:100%;border:1px solid #ddd;margin:0.3em 0}code,pre{background:#f5f5f5;border-radius:4px}
 pre{padding:0.8em;overflow-x:auto;font-size:0.85em}h1,h2{border-bottom:1px solid #eee;padding-bottom:0.2em}
 .note{color:#666;font-size:0.9em}
+blockquote{margin:1em 0;padding:0.6em 1em;border-left:4px solid #0a84ff;background:#f0f6ff}
 """
 
 
