@@ -261,4 +261,4 @@ def test_demo_report_opens_with_the_verdict(demo_quick_run):
                   "Cue effect by object size", "Cue effect by objects in the scene",
                   "Could the first study detect its difference?"):
         assert f"### {title}" in md
-    assert "**Verdict.**" in (demo_quick_run / "report" / "report.html").read_text()
+    assert "<blockquote>\n<p><strong>Verdict.</strong>" in (demo_quick_run / "report" / "report.html").read_text()
