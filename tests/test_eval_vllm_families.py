@@ -12,10 +12,10 @@ Families with no row here, and why:
   lists no "video" modality), so a video prompt cannot go in; besides, the vLLM venv lacks `num2words`, which
   SmolVLM's processor needs to load at all.
 
-Served with one adjustment:
-- llava_onevision: transformers 5.24 saves the tiny model's SigLIP tower as `vision_tower.embeddings...`, while
-  vLLM (like the llava-hf checkpoints) reads `vision_tower.vision_model.embeddings...`; the test renames those
-  keys (`_llava_hf_layout`), which transformers loads to the same weights, and both backends read that folder.
+Served as saved:
+- llava_onevision: transformers 5.24 saves the SigLIP tower as `vision_tower.embeddings...`, while vLLM (like
+  the llava-hf checkpoints) reads `vision_tower.vision_model.embeddings...`; the family's `serving_layout`
+  renames them after every save (tiny build, full fine-tune, merged adapter), and both backends read that folder.
 """
 
 import json
@@ -68,24 +68,10 @@ def family_data(synth_dir, tmp_path_factory):
     return {"root": root, "questions": root / "questions" / "test.jsonl", "videos": root / "videos"}
 
 
-def _llava_hf_layout(folder: Path) -> None:
-    """Rename the SigLIP tower's weights to the llava-hf checkpoints' `vision_tower.vision_model.` keys."""
-    from safetensors.torch import load_file, save_file
-
-    f = folder / "model.safetensors"
-    sd = load_file(f)
-    pre, want = "vision_tower.", "vision_tower.vision_model."
-    sd = {want + k[len(pre):] if k.startswith(pre) and not k.startswith(want) else k: v for k, v in sd.items()}
-    save_file(sd, f, metadata={"format": "pt"})
-
-
 def _tiny(family: str, root: Path) -> Path:
     from cuelab.model.tiny import build_tiny_model, small_test_config
 
-    folder = build_tiny_model(root / family, small_test_config(), family=family)
-    if family == "llava_onevision":
-        _llava_hf_layout(folder)
-    return folder
+    return build_tiny_model(root / family, small_test_config(), family=family)
 
 
 def _evaluate(model, data, out, backend, server=None):

@@ -71,3 +71,21 @@ def test_load_model_errors_name_the_folder(tmp_path):
     folder = build_tiny_model(tmp_path / "tiny", small_test_config())
     with pytest.raises(DataError, match="adapter_config.json"):
         load_model(folder, adapter=tmp_path / "empty")
+
+
+def test_llava_onevision_is_saved_with_the_llava_hf_weight_names(tmp_path):
+    """vLLM reads the llava-hf checkpoints' `vision_tower.vision_model.*` names; the saved tiny folder uses them
+    and transformers loads it to the weights the model was built with."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from cuelab.model.families import get_family
+
+    folder = build_tiny_model(tmp_path / "m", small_test_config(), family="llava_onevision")
+    keys = list(load_file(folder / "model.safetensors"))
+    tower = [k for k in keys if "vision_tower" in k]
+    assert tower and all(k.startswith("vision_tower.vision_model.") for k in tower)
+    built, _ = get_family("llava_onevision").build_tiny(small_test_config())
+    loaded = AutoModelForImageTextToText.from_pretrained(folder).state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in built.state_dict().items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cuelab.fsutil import atomic_dir
+from cuelab.model.families import family_of
 from cuelab.model.load import load_model, load_processor
 
 
@@ -19,4 +20,5 @@ def merge_adapter(base: str | Path, adapter: str | Path, out_dir: str | Path, dt
     with atomic_dir(out_dir) as tmp:
         merged.save_pretrained(str(tmp), safe_serialization=True)
         processor.save_pretrained(str(tmp))
+        family_of(merged).serving_layout(tmp)
     return out_dir

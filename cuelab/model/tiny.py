@@ -258,10 +258,12 @@ def build_tiny_model(out_dir: str | Path, cfg: TinyModelConfig | None = None,
     from cuelab.model.families import DEFAULT, get_family
 
     out_dir = Path(out_dir)
-    model, processor = get_family(family or DEFAULT).build_tiny(cfg, extra_texts)
+    fam = get_family(family or DEFAULT)
+    model, processor = fam.build_tiny(cfg, extra_texts)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
+        fam.serving_layout(tmp)
     return out_dir
 
 

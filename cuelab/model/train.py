@@ -295,6 +295,8 @@ def save_final(out: Path, model, processor, accelerator) -> Path:
         kwargs = {"state_dict": full_state} if full_state is not None else {}
         unwrapped.save_pretrained(str(tmp), safe_serialization=True, **kwargs)
         processor.save_pretrained(str(tmp))
+        if not hasattr(unwrapped, "peft_config"):  # a full model (an adapter holds no tower weights)
+            family_of(unwrapped).serving_layout(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     accelerator.wait_for_everyone()

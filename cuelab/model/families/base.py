@@ -55,6 +55,36 @@ def random_from_config(model_class, config, dtype=None, device=None, attn_implem
     return model.to(dtype) if dtype is not None else model
 
 
+def rename_saved_weights(folder, rename) -> int:
+    """Rename the weights of a saved model folder in place (model.safetensors, or the shards its index lists):
+    `rename(key) -> key`. Each file is rewritten beside itself and swapped in. Returns how many keys changed."""
+    import json
+    import os
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = (sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file()
+             else ["model.safetensors"])
+    changed = 0
+    for name in files:
+        sd = load_file(folder / name)
+        new = {rename(k): v for k, v in sd.items()}
+        changed += sum(a != b for a, b in zip(sd, new))
+        tmp = folder / (name + ".tmp")
+        save_file(new, tmp, metadata={"format": "pt"})
+        os.replace(tmp, folder / name)
+    if index.is_file():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {rename(k): v for k, v in data["weight_map"].items()}
+        tmp = index.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, index)
+    return changed
+
+
 def unwrap(model):
     """The transformers model inside a PEFT wrapper (LoRA layers stay injected in it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -129,6 +159,10 @@ class ModelFamily(ABC):
     def lm_inputs(self, vis_mask, extras) -> dict:
         """Extra keyword arguments of the language model's forward for the video tokens at `vis_mask`."""
         return {}
+
+    def serving_layout(self, folder) -> None:
+        """Rewrite a saved model folder's weight names to those the published checkpoints use (what vLLM reads),
+        where transformers saves them differently; nothing by default. Called after every full save."""
 
     # -- training, speed, attention -------------------------------------------------------------------------------
     def speedups(self, model, training: bool = False, compile: bool = False,

@@ -122,6 +122,14 @@ class LlavaOnevision(ModelFamily):
         inner.apply_pooling = types.MethodType(_pool_channels_last, inner)
         inner._cuelab_pooling = True
 
+    def serving_layout(self, folder) -> None:
+        """transformers 5.24 saves the SigLIP tower as `model.vision_tower.embeddings...`; the llava-hf checkpoints
+        (and vLLM 0.32, which reads them) name it `vision_tower.vision_model.embeddings...`. transformers loads
+        either name to the same weights, so the folder is rewritten to the checkpoints' names."""
+        from cuelab.model.families.base import rename_saved_weights
+
+        rename_saved_weights(folder, _llava_hf_key)
+
     # -- attention ------------------------------------------------------------------------------------------------
     def grid_positions(self, input_ids, model):
         """The video tokens without the newline closing each video (the last of each run of placeholders)."""
@@ -173,6 +181,14 @@ class LlavaOnevision(ModelFamily):
         config = preset_config(preset)
         return random_from_config(LlavaOnevisionForConditionalGeneration, config, dtype, device,
                                   attn_implementation, seed)
+
+
+def _llava_hf_key(key: str) -> str:
+    """A saved weight name as the llava-hf checkpoints spell it (the SigLIP tower under `vision_model.`)."""
+    for pre in ("model.vision_tower.", "vision_tower."):
+        if key.startswith(pre) and not key.startswith(pre + "vision_model."):
+            return "vision_tower.vision_model." + key[len(pre):]
+    return key
 
 
 def _pool_channels_last(self, image_features):
