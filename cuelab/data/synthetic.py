@@ -6,6 +6,18 @@ Scenes hold 2-4 objects named colour x shape ("orange cube", "pink ball"); one o
 with a hand, the others stay still or drift slightly, so "the object that moves" is not always the answer.
 Templates come in shape groups (same words around the verb), so verb questions have same-shape distractors:
 in-place verbs ("Spinning [something]"), and manner x path verbs ("Pulling [something] closer to [something]").
+
+Two-actor scenes (`two_actor_fraction` > 0): that share of the multi-object scenes gets a second actor, another
+object of the scene (not the partner of a two-slot template) doing a different in-place verb at the same time as
+the labelled action, drawn by the same motion code, with its own hand (the hand is drawn, not annotated: the
+`hand` track stays the labelled actor's). The label stays the first actor's action, so only a cue says which
+motion a `referential_verb` question asks about. Those draws come from a second generator seeded by
+(seed, index, 2), drawn only when the share is above 0, so the default writes the same bytes as before. The
+per-object actions go to a side file, `actions.json`, written (atomically, like the others) only when the share
+is above 0: {video id: {object id: verb phrase}} for every video with two actors, object ids as in
+annotations.json ("0", "2"), verb phrases as the verb question phrases them ("spinning", "pushing"); both actors
+are listed (the labelled one with its template's verb). A scene whose objects all belong to the template gets no
+second actor.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +39,7 @@ from cuelab.data.ssv2 import LabelEntry, save_labels
 from cuelab.fsutil import atomic_write_json
 from cuelab.tracks import HAND, VideoTracks
 from cuelab.video.io import write_video
-from cuelab.vocabulary import COLORS, OBJECT_NAMES, Template, all_templates
+from cuelab.vocabulary import COLORS, IN_PLACE, OBJECT_NAMES, Template, all_templates
 
 SKIN = (225, 180, 150)
 
@@ -126,7 +138,8 @@ class Pose:
 class _Staging:
     """A scene laid out: the template acted out, the objects in slot order, the acted-on object (`actor`) and
     the one it moves relative to (`partner`; None in one-object scenes), the actor's start and end points, the
-    drift of the objects that stay (id -> (dx, dy) over the action), and the in-place motions' amplitude."""
+    drift of the objects that stay (id -> (dx, dy) over the action), the in-place motions' amplitude and, in a
+    two-actor scene, the second actor's own staging (`second`: its in-place template, object, start and end)."""
 
     tpl: Template
     objects: list[SceneObject]
@@ -136,6 +149,7 @@ class _Staging:
     end: tuple[float, float]
     drift: dict[int, tuple[float, float]]
     motion: float
+    second: _Staging | None = None
 
     def slot(self, o: SceneObject) -> str:
         return str(next(k for k, x in enumerate(self.objects) if x is o))
@@ -250,12 +264,13 @@ def _plan(tpl: Template, objs: list[SceneObject], w: int, h: int, rng: np.random
 @dataclass
 class Scene:
     """One synthetic video: its label entry, exact tracks, frames (T, H, W, 3) and the frames left out of its
-    annotation lists (`gaps`, as in the real data)."""
+    annotation lists (`gaps`, as in the real data), and in a two-actor scene what each actor does (`actions`)."""
 
     entry: LabelEntry
     tracks: VideoTracks
     frames: np.ndarray
     gaps: set[int]
+    actions: dict[str, str] | None = None  # two-actor scenes: object id -> verb phrase (see actions.json)
 
 
 def _radius(cfg: SyntheticConfig) -> float:
@@ -307,14 +322,56 @@ def _stage(tpl: Template, objs: list[SceneObject], cfg: SyntheticConfig, rng: np
     return _Staging(tpl, objs, actor, partner, start, end, drift, cfg.motion_scale)
 
 
+def _second_actor(st: _Staging, cfg: SyntheticConfig, index: int) -> _Staging | None:
+    """The second actor's staging in a two-actor scene, or None. Its draws come from a generator of its own,
+    seeded by (seed, index, 2) and drawn only when the share is above 0, so the scene's other draws (and the
+    default's bytes) stay as they are. Lifting and dropping start where a 0.3-frame move stays in the frame."""
+    if cfg.two_actor_fraction <= 0 or len(st.objects) < 2:
+        return None
+    rng = np.random.default_rng([cfg.seed, index, 2])
+    if rng.random() >= cfg.two_actor_fraction:
+        return None
+    free = [o for o in st.objects if o is not st.actor and (st.tpl.slots == 1 or o is not st.partner)]
+    if not free:  # every object belongs to the template: none can act on its own
+        return None
+    o = free[int(rng.integers(len(free)))]
+    verbs = [v for v in IN_PLACE if v != st.tpl.verb]
+    verb = verbs[int(rng.integers(len(verbs)))]
+    tpl = next(t for t in all_templates() if t.path == "in_place" and t.verb == verb)
+    h = cfg.height
+    y0 = max(o.y, h * 0.45) if verb == "lifting" else min(o.y, h * 0.55) if verb == "dropping" else o.y
+    dy = {"lifting": -0.3 * h, "dropping": 0.3 * h}.get(verb, 0.0)
+    return replace(st, tpl=tpl, actor=o, partner=None, start=(o.x, y0), end=(o.x, y0 + dy), drift={}, second=None)
+
+
+def _scene_actions(st: _Staging) -> dict[str, str] | None:
+    """Object id -> verb phrase of both actors of a two-actor scene (slot order); None for one actor."""
+    if st.second is None:
+        return None
+    acts = {st.slot(st.actor): st.tpl.verb, st.slot(st.second.actor): st.second.tpl.verb}
+    return dict(sorted(acts.items(), key=lambda kv: int(kv[0])))
+
+
+def _hand_box(img: np.ndarray, o: SceneObject, pose: Pose) -> tuple | None:
+    """Draw the hand that acts on `o` at `pose` (if it has one); returns its box."""
+    if pose.hand is None:
+        return None
+    return _draw_hand(img, pose.cx + pose.hand[0] * o.r, pose.cy + pose.hand[1] * o.r, o.r * 0.8)
+
+
 def _draw_frame(img: np.ndarray, st: _Staging, p: float) -> dict[str, tuple]:
-    """Draw the scene at progress p onto `img`: the objects behind the actor, the actor, those in front of it
-    (what it was dropped into, once it is inside), then the hand. Returns the boxes drawn, by track id."""
-    actor = st.actor
+    """Draw the scene at progress p onto `img`: the objects behind the actor (a second actor among them, in
+    its own motion), the actor, those in front of it (what it was dropped into, once it is inside), then the
+    second actor's hand and the actor's hand. Returns the boxes drawn, by track id (the second hand has none)."""
+    actor, second = st.actor, st.second
     pose = _state(st, p)
+    second_pose = _state(second, p) if second is not None else None
     under, over = [], []
     for o in st.objects:
         if o is actor:
+            continue
+        if second is not None and o is second.actor:
+            under.append((o, second_pose))
             continue
         dxo, dyo = st.drift.get(id(o), (0, 0))
         q = _ease(p)
@@ -323,9 +380,11 @@ def _draw_frame(img: np.ndarray, st: _Staging, p: float) -> dict[str, tuple]:
     boxes = {}
     for o, o_pose in under + [(actor, pose)] + over:
         boxes[st.slot(o)] = _draw_object(img, o, o_pose)
-    if pose.hand is not None:
-        boxes[HAND] = _draw_hand(img, pose.cx + pose.hand[0] * actor.r, pose.cy + pose.hand[1] * actor.r,
-                                 actor.r * 0.8)
+    if second is not None:
+        _hand_box(img, second.actor, second_pose)
+    hand = _hand_box(img, actor, pose)
+    if hand is not None:
+        boxes[HAND] = hand
     return boxes
 
 
@@ -340,12 +399,13 @@ def _label_entry(index: int, tpl: Template, objs: list[SceneObject]) -> LabelEnt
 def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> Scene:
     """One video: label entry, exact tracks, frames and the annotation gaps. Pure in (index, cfg): every draw
     comes from one generator seeded by (cfg.seed, index), so the order of the steps below is part of the output
-    (template, objects, places, timing, background, gaps)."""
+    (template, objects, places, timing, background, gaps); a second actor's from its own (see _second_actor)."""
     rng = np.random.default_rng([cfg.seed, index])
     w, h = cfg.width, cfg.height
     tpl = templates[int(rng.integers(len(templates)))]
     objs = _choose_objects(tpl, cfg, rng)
     st = _stage(tpl, objs, cfg, rng)
+    st.second = _second_actor(st, cfg, index)
     n_frames = int(round(cfg.fps * rng.uniform(cfg.min_seconds, cfg.max_seconds)))
     t0, t1 = int(n_frames * rng.uniform(0.08, 0.2)), int(n_frames * rng.uniform(0.8, 0.92))
     bg = _background(rng, w, h)
@@ -365,7 +425,7 @@ def make_scene(index: int, cfg: SyntheticConfig, templates: list[Template]) -> S
     gaps: set[int] = set()
     if cfg.gaps > 0:
         gaps = {t for t in range(1, n_frames) if rng.random() < cfg.gaps}
-    return Scene(entry, vt, frames, gaps)
+    return Scene(entry, vt, frames, gaps, _scene_actions(st))
 
 
 @dataclass
@@ -375,12 +435,13 @@ class _Written:
     entry: LabelEntry
     tracks: VideoTracks
     gaps: set[int]
+    actions: dict[str, str] | None
 
 
 def _write_one(index: int, cfg: SyntheticConfig, templates: list[Template], videos_dir: Path) -> _Written:
     scene = make_scene(index, cfg, templates)
     write_video(Path(videos_dir) / f"{scene.entry.id}.mp4", scene.frames, cfg.fps)
-    return _Written(scene.entry, scene.tracks, scene.gaps)
+    return _Written(scene.entry, scene.tracks, scene.gaps, scene.actions)
 
 
 def select_templates(cfg: SyntheticConfig) -> list[Template]:
@@ -394,8 +455,9 @@ def select_templates(cfg: SyntheticConfig) -> list[Template]:
 
 
 def generate(cfg: SyntheticConfig, out: str | Path, workers: int = 1) -> dict:
-    """Write labels.json, annotations.json and videos/ under `out`. Same cfg -> same bytes. Resumable:
-    videos already written are kept (they are a pure function of the index and cfg)."""
+    """Write labels.json, annotations.json, videos/ and (with two_actor_fraction > 0) actions.json under `out`.
+    Same cfg -> same bytes. Resumable: videos already written are kept (they are a pure function of the index
+    and cfg)."""
     out = Path(out)
     videos_dir = out / "videos"
     videos_dir.mkdir(parents=True, exist_ok=True)
@@ -412,6 +474,8 @@ def generate(cfg: SyntheticConfig, out: str | Path, workers: int = 1) -> dict:
     save_labels(out / "labels.json", entries)
     save_annotations(out / "annotations.json", {r.tracks.video_id: r.tracks for r in results},
                      gaps={r.tracks.video_id: r.gaps for r in results})
+    if cfg.two_actor_fraction > 0:
+        atomic_write_json(out / "actions.json", {r.entry.id: r.actions for r in results if r.actions})
     summary = {"videos": len(entries), "templates": len({e.template for e in entries}),
                "object_names": len({n for r in results for k, n in r.tracks.categories.items() if k != HAND}),
                "seconds": round(time.time() - start, 2), "config": cfg.model_dump()}
