@@ -1,6 +1,6 @@
 """Fill-in-the-blank multiple-choice questions from SSv2 labels, plus cue-referential ones from tracks.
 
-Three kinds, each with one blank `_____` and four choices:
+Four kinds, each with one blank `_____` and four choices:
 - object: one [something] slot is blanked ("Dropping _____ into small box."); distractors are object names
   that other videos typed into the same slot of the same template (so the sentence alone does not tell),
   drawn in proportion to how often they occur (so frequency alone does not tell either);
@@ -9,7 +9,14 @@ Three kinds, each with one blank `_____` and four choices:
 - referential: "The object marked in red is _____." in scenes with at least two annotated objects; the
   distractors are first the other objects of the same scene, so only the cue tells which one is meant.
   The colour words are the renderer's slot colours (cuelab.video.palette). "marked in red" rather than
-  "in the red box": the cue may be a trail or a spotlight, and "box" is itself a common object name.
+  "in the red box": the cue may be a trail or a spotlight, and "box" is itself a common object name;
+- referential_verb: "What is being done to the object marked in red? _____" in scenes where two or more objects
+  are acted on in different ways at the same time, one question per acting object; the answer is its verb
+  phrase, the first distractor the other actor's (following the wrong cue gives that specific wrong answer),
+  the rest verb phrases of the same template shape, as for `verb`. Who does what comes from the synthetic
+  dataset's side file `actions.json` beside the labels (video id -> {object id: verb phrase}, see
+  cuelab.data.synthetic; a video it leaves out has one actor). SSv2 labels hold one action per video and real
+  SSv2 has no such file, so without it the kind yields no question (each video counted under `actions_unknown`).
 
 Every rule of a fair question (four distinct choices after normalisation, none inside another, the answer
 not written in the question, balanced answer slots) is enforced here and counted again in the manifest.
@@ -41,7 +48,9 @@ from cuelab.video.palette import slot_color_name
 
 RECORD_KEYS = ("id", "video", "kind", "question", "choices", "answer", "answer_index", "template", "verb", "label",
                "target_object", "cue_colors", "hint", "split", "flags")
-KINDS = ("object", "verb", "referential")
+# the kinds draw from one generator per video in this order: a new kind goes last, so the others keep their questions
+KINDS = ("object", "verb", "referential", "referential_verb")
+ACTIONS_FILE = "actions.json"
 SHAPE_LEVELS = ("exact", "frame", "lead")
 
 _TOKEN = re.compile(r"\[[^\]]*\]|[^\s\[\],]+|,")
@@ -189,10 +198,12 @@ class VerbVocab:
 
     def __init__(self, template_counts: Counter):
         self.groups: dict[str, dict[tuple, Counter]] = {lvl: defaultdict(Counter) for lvl in SHAPE_LEVELS}
+        self._templates: dict[str, Counter] = defaultdict(Counter)
         for template, n in sorted(template_counts.items()):
             info = parse_template(template)
             if info.verb is None:
                 continue
+            self._templates[info.verb][template] += n
             for lvl in SHAPE_LEVELS:
                 self.groups[lvl][info.key(lvl)][info.verb] += n
 
@@ -204,6 +215,11 @@ class VerbVocab:
             seen.update(c)
             out.append((lvl, Pool(c)))
         return out
+
+    def template_of(self, phrase: str) -> TemplateInfo | None:
+        """The most used template whose verb phrase is `phrase` (ties alphabetical), or None if no label has it."""
+        c = self._templates.get(phrase)
+        return parse_template(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[0][0]) if c else None
 
     def level(self, info: TemplateInfo, phrase: str) -> str | None:
         """The tightest level at which `phrase` may replace the template's verb, or None (a shape violation)."""
@@ -285,8 +301,9 @@ class Tally:
 @dataclass
 class _Video:
     """What every question kind of one video reads: the label entry, its parsed template, its tracks, the
-    vocabularies and the video's own generator (shared in order: object, verb, referential), plus the
-    counters of what was left out (`drops`) and where distractors came from (`sources`)."""
+    vocabularies and the video's own generator (shared in KINDS order), what each acting object undergoes
+    (`actions`: object id -> verb phrase; None where unknown), plus the counters of what was left out (`drops`)
+    and where distractors came from (`sources`)."""
 
     entry: LabelEntry
     names: list[str]
@@ -300,6 +317,7 @@ class _Video:
     cfg: QuestionsConfig
     drops: dict[str, Counter]
     sources: dict[str, Counter]
+    actions: dict[str, str] | None = None
 
     def record(self, kind: str, k: int, question: str, answer: str, picked: list[tuple[str, str]],
                target: str | None, hint: str) -> dict:
@@ -398,21 +416,75 @@ def _referential_question(v: _Video, oid: str, named: dict[str, str], scene: lis
     return v.record("referential", int(oid), question, answer, picked, oid, hint)
 
 
-_KIND_QUESTIONS = {"object": _object_questions, "verb": _verb_questions, "referential": _referential_questions}
+def _referential_verb_questions(v: _Video) -> list[dict]:
+    """"What is being done to the object marked in <colour>? _____" for each acting object of a scene where
+    two or more objects are acted on in different ways (known only from `actions`)."""
+    drops = v.drops["referential_verb"]
+    if v.actions is None:
+        drops["actions_unknown"] += 1
+        return []
+    if v.tracks is None:
+        drops["no_boxes"] += 1
+        return []
+    acting = {o: a for o, a in sorted(v.actions.items(), key=lambda kv: int(kv[0])) if o in v.colors}
+    if len(acting) < 2:
+        drops["fewer_than_two_actors"] += 1
+        return []
+    if len({normalize(a) for a in acting.values()}) < len(acting):
+        drops["same_action"] += 1
+        return []
+    rows = []
+    for oid in acting:
+        row = _referential_verb_question(v, oid, acting)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _referential_verb_question(v: _Video, oid: str, acting: dict[str, str]) -> dict | None:
+    """The question about one acting object, or None (counted in `drops`): the other actors' verbs first, then
+    verb phrases of the same template shape as the answer's (its own template for the labelled action, else
+    the most used template with that verb)."""
+    drops = v.drops["referential_verb"]
+    answer, color = acting[oid], v.colors[oid]
+    question = f"What is being done to the object marked in {color}? {BLANK}"
+    if in_question(question, answer):
+        drops["answer_in_question"] += 1
+        return None
+    others = [a for o, a in acting.items() if o != oid]
+    others = [others[i] for i in v.rng.permutation(len(others))]
+    in_scene = _pick([("scene", others)], answer, question, banned=[])
+    if not in_scene:
+        drops["no_other_action"] += 1
+        return None
+    info = v.info if v.info.verb == answer else v.verbs.template_of(answer)
+    pools = [(lvl, pool.order(v.rng)) for lvl, pool in v.verbs.pools(info, v.cfg.verb_shape)] if info else []
+    rest = _pick(pools, answer, question, banned=[words(p) for p, _ in in_scene], n=N_CHOICES - 1 - len(in_scene))
+    picked = in_scene + rest
+    if len(picked) < N_CHOICES - 1:
+        drops["too_few_same_shape_verbs"] += 1
+        return None
+    hint = f"Each object is marked in its own colour; the question asks about the one marked in {color}."
+    return v.record("referential_verb", int(oid), question, answer, picked, oid, hint)
+
+
+_KIND_QUESTIONS = {"object": _object_questions, "verb": _verb_questions, "referential": _referential_questions,
+                   "referential_verb": _referential_verb_questions}
 
 
 def video_questions(video: UsableVideo, tracks: VideoTracks | None, vocab: Vocabularies, cfg: QuestionsConfig,
-                    tally: Tally) -> list[dict]:
+                    tally: Tally, actions: dict[str, str] | None = None) -> list[dict]:
     """All questions of one video (answers first in `choices`; `place_answers` moves them later), one function
     per kind, in KINDS order: the kinds draw from one generator seeded per video, so the order is part of the
-    output. `tally` counts what was left out and why, and where the distractors came from, per kind."""
+    output. `tally` counts what was left out and why, and where the distractors came from, per kind; `actions`
+    is what each acting object undergoes (object id -> verb phrase; None: unknown)."""
     entry, names = video.entry, video.names
     colors = {o: slot_color_name(object_slot(o)) for o in tracks.objects() if object_slot(o) is not None} \
         if tracks is not None else {}
     v = _Video(entry=entry, names=names, tracks=tracks, info=parse_template(entry.template),
                rng=np.random.default_rng([cfg.seed, stable_int("video", entry.id)]), colors=colors,
                video_names=[words(n) for n in names], objects=vocab.objects, verbs=vocab.verbs, cfg=cfg,
-               drops=tally.drops, sources=tally.sources)
+               drops=tally.drops, sources=tally.sources, actions=actions)
     rows: list[dict] = []
     for kind in KINDS:
         if kind in cfg.kinds:
@@ -474,7 +546,8 @@ def _vocabularies(usable: list[UsableVideo], annotations: dict[str, VideoTracks]
 
 
 def _questions_by_video(usable: list[UsableVideo], annotations: dict[str, VideoTracks] | None, vocab: Vocabularies,
-                        cfg: QuestionsConfig, tally: Tally) -> dict[str, list[dict]]:
+                        cfg: QuestionsConfig, tally: Tally,
+                        actions: dict[str, dict[str, str]] | None) -> dict[str, list[dict]]:
     """Video id -> its questions, in label order, for every usable video that yields at least one."""
     by_video: dict[str, list[dict]] = {}
     for u in tqdm(usable, desc="questions", unit="video", mininterval=2, leave=False):
@@ -482,7 +555,9 @@ def _questions_by_video(usable: list[UsableVideo], annotations: dict[str, VideoT
         if annotations is not None and cfg.require_boxes and tracks is None:
             tally.drops["videos"]["no_boxes"] += 1
             continue
-        rows = video_questions(u, tracks, vocab, cfg, tally)
+        # the side file lists the videos with two or more actors: one it leaves out has a single actor
+        acts = actions.get(u.entry.id, {}) if actions is not None else None
+        rows = video_questions(u, tracks, vocab, cfg, tally, acts)
         if not rows:
             tally.drops["videos"]["no_questions"] += 1
             continue
@@ -538,16 +613,17 @@ def _manifest(cfg: QuestionsConfig, videos: dict[str, int], split: _Split, tally
     }
 
 
-def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks] | None,
-                    cfg: QuestionsConfig) -> tuple[list[dict], list[dict], dict]:
+def build_questions(labels: list[LabelEntry], annotations: dict[str, VideoTracks] | None, cfg: QuestionsConfig,
+                    actions: dict[str, dict[str, str]] | None = None) -> tuple[list[dict], list[dict], dict]:
     """Questions for the labelled videos, split by video: (train rows, test rows, manifest without hashes).
 
     Videos: every label entry whose placeholders are clean (and, with annotations and require_boxes, that has
-    tracks). `cfg.videos` of them are drawn (stratified by template), `cfg.test_videos` of those go to test."""
+    tracks). `cfg.videos` of them are drawn (stratified by template), `cfg.test_videos` of those go to test.
+    `actions` (video id -> {object id: verb phrase}, see `read_actions`) feeds the referential_verb kind."""
     tally = Tally.for_kinds([k for k in cfg.kinds if k in KINDS])
     usable = _usable_videos(labels, cfg, tally.drops)
     vocab = _vocabularies(usable, annotations, cfg)
-    by_video = _questions_by_video(usable, annotations, vocab, cfg, tally)
+    by_video = _questions_by_video(usable, annotations, vocab, cfg, tally, actions)
     split = _split(by_video, cfg)
     videos = {"labels": len(labels), "usable": len(usable), "with_questions": len(by_video)}
     manifest = _manifest(cfg, videos, split, tally, vocab.verbs)
@@ -585,6 +661,31 @@ def read_inputs(labels_path: str | Path, annotations_path: str | Path | None = N
         if videos_dir is not None:
             annotations, report["frames"] = clip_to_frames(annotations, videos_dir, {e.id for e in labels})
     return labels, annotations, report
+
+
+def read_actions(labels_path: str | Path) -> dict[str, dict[str, str]] | None:
+    """The synthetic dataset's `actions.json` beside `labels_path` (video id -> {object id: verb phrase}), or None
+    when there is none (real SSv2). Checked: a malformed entry raises DataError naming the file, the video id
+    and the field (the object id)."""
+    path = Path(labels_path).parent / ACTIONS_FILE
+    if not path.is_file():
+        return None
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"expected a JSON object of video id -> actions, got {type(data).__name__}", file=str(path))
+    out: dict[str, dict[str, str]] = {}
+    for vid, acts in data.items():
+        if not isinstance(acts, dict) or not acts:
+            raise DataError(f"expected a non-empty object of object id -> verb phrase, got {acts!r}",
+                            file=str(path), video_id=vid, field="actions")
+        for oid, phrase in acts.items():
+            if not oid.isdigit():
+                raise DataError(f"object ids are slot numbers ('0', '1', ...), got {oid!r}", file=str(path),
+                                video_id=vid, field=oid)
+            if not isinstance(phrase, str) or not normalize(phrase):
+                raise DataError(f"expected a verb phrase, got {phrase!r}", file=str(path), video_id=vid, field=oid)
+        out[str(vid)] = {oid: phrase.strip().lower() for oid, phrase in acts.items()}
+    return out
 
 
 def _jsonl_bytes(rows: list[dict]) -> bytes:
