@@ -102,6 +102,18 @@ def test_facts_name_the_object_wrong_object_marks_in_the_asked_colour():
     assert only.marked_object is None and only.marked_index is None
 
 
+def test_referential_verb_follow_choice_is_the_marked_objects_verb():
+    """Under wrong_object the red cue sits on object 1: following it on "what is done to the object marked in
+    red" means answering object 1's verb, which its own referential_verb question gives."""
+    box = {t: (16.0, 12.0, 32.0, 24.0) for t in range(4)}
+    tracks = VideoTracks("v", {"0": box, "1": {t: (60.0, 40.0, 100.0, 70.0) for t in range(4)}})
+    qs = [_question("v-rv-0", "referential_verb", "0", ["poking", "dropping", "lifting", "shaking"], 0),
+          _question("v-rv-1", "referential_verb", "1", ["poking", "dropping", "lifting", "shaking"], 1)]
+    facts = {f.question_id: f for f in video_facts(qs, tracks, (160, 120), get_cue("wrong_object"))}
+    assert (facts["v-rv-0"].marked_object, facts["v-rv-0"].marked_index) == ("1", 1)  # "dropping"
+    assert facts["v-rv-0"].scene_choices == 2  # the two motions of the scene: within-scene chance 1/2
+
+
 # --- referential accuracy and within-scene chance ------------------------------------------------------------------
 
 def test_referential_accuracy_against_within_scene_chance(tmp_path):

@@ -32,8 +32,10 @@ def make_questions(cfg: QuestionsConfig, labels: Path | list[Path], annotations:
         raise DataError(f"the cuelab question builder reads one labels file, got {len(files)}: merge them, or use "
                         "questions.builder=first_study (which pools train + validation as the study did)",
                         field="data.labels")
-    from cuelab.data.questions import build_questions, read_inputs
+    from cuelab.data.questions import build_questions, read_actions, read_inputs
 
     entries, tracks, inputs = read_inputs(files[0], annotations, videos_dir)
-    train, test, manifest = build_questions(entries, tracks, cfg)
+    # per-object actions (synthetic two-actor scenes only) matter only to referential_verb questions
+    actions = read_actions(files[0]) if "referential_verb" in cfg.kinds else None
+    train, test, manifest = build_questions(entries, tracks, cfg, actions)
     return train, test, {**manifest, "inputs": inputs}

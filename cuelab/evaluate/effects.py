@@ -133,6 +133,9 @@ def _scene_set(q, questions: list, names: dict[str, set[str]]) -> set[str]:
 def video_facts(questions: list, tracks, size: tuple[int, int] | None, cue) -> list[QuestionFacts]:
     """The facts of one video's questions (cuelab.question.Question; unusable ones are left out)."""
     names = object_names(questions, tracks)
+    # what each object does, for referential_verb questions: following the cue means naming the marked one's verb
+    actions = {q.target_object: {_norm(q.choices[q.answer_index])} for q in questions
+               if q.kind == "referential_verb" and q.target_object is not None and q.answer_index is not None}
     out = []
     for q in questions:
         if q.problem is not None:
@@ -141,9 +144,10 @@ def video_facts(questions: list, tracks, size: tuple[int, int] | None, cue) -> l
         marked = marked_object(cue, tracks, asked, size)
         scene = _scene_set(q, questions, names)
         k = sum(_norm(c) in scene for c in q.choices)
+        lookup = actions if q.kind == "referential_verb" else names
         out.append(QuestionFacts(str(q.id), str(q.video), q.kind, len(q.choices), q.answer_index, asked,
                                  q.n_objects, box_share(tracks, asked, size), marked,
-                                 _choice_naming(q, names.get(marked, set())) if marked else None, k or None))
+                                 _choice_naming(q, lookup.get(marked, set())) if marked else None, k or None))
     return out
 
 

@@ -70,20 +70,27 @@ def _follow_sentence(follow: list[dict]) -> str:
     return f"Under {WRONG_OBJECT} (the cue on another object), " + "; ".join(parts) + "."
 
 
+REFERENTIAL_KINDS = {"referential": "Referential questions (only the cue tells which object is meant)",
+                     "referential_verb": "Referential verb questions (only the cue tells whose motion is meant)"}
+
+
 def _referential_sentence(referential: list[dict]) -> str:
-    rows = [r for r in referential if r["kind"] == "referential" and r["condition"].split("+")[0] != "blind"]
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    parts = []
-    for m in models:
-        mine = [r for r in rows if r["model"] == m]
-        plain = next((r for r in mine if r["condition"] == PLAIN), None)
-        cued = ", ".join(f"{r['condition']} {points(r['accuracy'], sign=False)}%" for r in mine
-                         if r["condition"] != PLAIN)
-        if plain is not None:
-            parts.append(f"{m} plain {points(plain['accuracy'], sign=False)}% (within-scene chance "
-                         f"{points(plain['chance'], sign=False)}%)" + (f", {cued}" if cued else ""))
-    return ("Referential questions (only the cue tells which object is meant): " + "; ".join(parts) + ".") \
-        if parts else ""
+    """One sentence per referential kind measured: accuracy per model and condition against within-scene chance."""
+    out = []
+    for kind, lead in REFERENTIAL_KINDS.items():
+        rows = [r for r in referential if r["kind"] == kind and r["condition"].split("+")[0] != "blind"]
+        parts = []
+        for m in dict.fromkeys(r["model"] for r in rows):
+            mine = [r for r in rows if r["model"] == m]
+            plain = next((r for r in mine if r["condition"] == PLAIN), None)
+            cued = ", ".join(f"{r['condition']} {points(r['accuracy'], sign=False)}%" for r in mine
+                             if r["condition"] != PLAIN)
+            if plain is not None:
+                parts.append(f"{m} plain {points(plain['accuracy'], sign=False)}% (within-scene chance "
+                             f"{points(plain['chance'], sign=False)}%)" + (f", {cued}" if cued else ""))
+        if parts:
+            out.append(f"{lead}: " + "; ".join(parts) + ".")
+    return " ".join(out)
 
 
 def _first_study_sentence(checks: list[dict]) -> str:
