@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError,
-                      field_validator, model_serializer, model_validator)
+                      ValidationInfo, field_validator, model_serializer, model_validator)
 
 from cuelab.errors import DataError
 from cuelab.fsutil import read_text
@@ -316,7 +316,86 @@ class ReportConfig(Section):
     previews: int = Field(2, ge=0)
 
 
+class ModelEntry(Section):
+    """One model of a multi-model run (`models:` of ExperimentConfig): a short `name`, and what this model changes
+    in the sections that depend on the model. `model` is merged over the top-level `model:` section (nested
+    fields one by one: `{family: smolvlm}` keeps the top-level tiny sizes), then validated as a ModelConfig;
+    `train` and `eval`, when given, are merged over the top-level ones the same way. Everything else (data,
+    questions, render, frames, pretrain, attention, report) is the top-level config's, shared by every model.
+
+    The merge happens when the config is loaded, so an entry holds its full sections (as config.yaml records
+    them) and errors name the entry's field: `models.1.model.family`."""
+
+    name: str  # the model's folder under OUTPUT/models/ and its label in the cross-model report
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig | None = None  # None: the top-level train section
+    eval: EvalConfig | None = None  # None: the top-level eval section
+
+    #: folder names of a single run's models/ (tiny-init, pretrain-run, ...) and the report's model rows: an
+    #: entry of one of these names would mix with them
+    RESERVED: ClassVar[frozenset[str]] = frozenset({"tiny-init", "pretrain-run", "pretrained", "finetune",
+                                                    "finetuned"})
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        from cuelab.fsutil import safe_name
+
+        try:
+            safe_name(v, what="model name")
+        except DataError as e:
+            raise ValueError(e.reason) from e
+        if v.lower() in cls.RESERVED:
+            raise ValueError(f"model name {v!r} is reserved (the folders and rows of a run's own models: "
+                             f"{', '.join(sorted(cls.RESERVED))})")
+        return v
+
+    @staticmethod
+    def merge(base, over, section: type[BaseModel]):
+        """`over` laid over `base` (raw values of `section`): a nested config section field by field, anything
+        else (a value, a list, a mapping such as train.conditions) replaced whole."""
+        import copy
+        import typing
+
+        if isinstance(base, BaseModel):
+            base = jsonable(base)
+        if not (isinstance(base, dict) and isinstance(over, dict)):
+            return copy.deepcopy(over)
+        out = copy.deepcopy(base)
+        for key, value in over.items():
+            field = section.model_fields.get(key)
+            kinds = typing.get_args(field.annotation) or (field.annotation,) if field else ()
+            sub = next((k for k in kinds if isinstance(k, type) and issubclass(k, Section)), None)
+            out[key] = ModelEntry.merge(base.get(key), value, sub) if sub and key in base else copy.deepcopy(value)
+        return out
+
+    @classmethod
+    def merged_raw(cls, raw: dict) -> dict:
+        """The raw config with every entry's `model` (and given `train` / `eval`) merged over the top-level ones,
+        before validation: so pydantic validates each entry's full sections and names their fields."""
+        entries = raw.get("models")
+        if not isinstance(entries, list):
+            return raw
+        merged = []
+        for entry in entries:
+            if isinstance(entry, dict):
+                entry = dict(entry)
+                entry["model"] = cls.merge(raw.get("model") or {}, entry.get("model") or {}, ModelConfig)
+                for section, kind in (("train", TrainConfig), ("eval", EvalConfig)):
+                    if entry.get(section) is not None:
+                        entry[section] = cls.merge(raw.get(section) or {}, entry[section], kind)
+            merged.append(entry)
+        return {**raw, "models": merged}
+
+
 class ExperimentConfig(Section):
+    """A whole experiment. With `models:` (a list of ModelEntry) one config runs several models on the same data:
+    the model-independent stages (data, questions, render) run once in `output_dir`, each model runs the
+    model-dependent ones (model, pretrain, train, eval, attention, report) in `output_dir/models/<name>/`, reading
+    the shared dataset, questions and videos, and `output_dir/report/models.md` tables them all (cuelab.pipeline).
+    The top-level `model:` is then the base the entries are merged over, not a model of its own. Without
+    `models:` nothing of this exists: the dump (config.yaml) and every fingerprint are what they were."""
+
     # sets the defaults of the switches in cuelab.protocol.SWITCHES; each switch can still be set alone
     protocol: Literal["cuelab", "first-study"] = "cuelab"
     name: str = "experiment"
@@ -333,20 +412,51 @@ class ExperimentConfig(Section):
     eval: EvalConfig = EvalConfig()
     attention: AttentionConfig = AttentionConfig()
     report: ReportConfig = ReportConfig()
+    # several models on the same data and videos (ModelEntry); empty: the one model of `model:`
+    models: list[ModelEntry] = []
+    _added_later: ClassVar[frozenset[str]] = frozenset({"models"})
 
     @model_validator(mode="before")
     @classmethod
     def _protocol(cls, raw):
         from cuelab.protocol import apply_protocol
 
-        return apply_protocol(raw)
+        raw = apply_protocol(raw)  # first, so that the entries inherit the protocol's model, train and eval values
+        return ModelEntry.merged_raw(raw) if isinstance(raw, dict) else raw
 
     @field_validator("output_dir", mode="before")
     @classmethod
     def _path(cls, v):
         return Path(v)
 
+    @field_validator("models")
+    @classmethod
+    def _entries(cls, entries: list[ModelEntry], info: ValidationInfo) -> list[ModelEntry]:
+        """Names unique (ignoring case: folders on a case-insensitive disk); and no entry changes the conditions,
+        which decide the videos the shared render stage makes for every model."""
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            first = seen.setdefault(entry.name.lower(), i)
+            if first != i:
+                raise ValueError(f"models.{i}.name: {entry.name!r} is already the name of models.{first} "
+                                 "(each model needs its own folder)")
+            for section, given in (("train", entry.train), ("eval", entry.eval)):
+                top = info.data.get(section)
+                if given is not None and top is not None and list(given.conditions) != list(top.conditions):
+                    raise ValueError(f"models.{i}.{section}.conditions: the rendered videos are shared by every "
+                                     f"model, so the conditions are set once, in the top-level {section} section "
+                                     f"({list(top.conditions)})")
+        return entries
+
+    def for_model(self, entry: ModelEntry, output_dir: Path) -> "ExperimentConfig":
+        """The single-model config of one entry, run in `output_dir`: named after the entry, its model, train and
+        eval sections, the rest this config's. Its fingerprints are those of a standalone run of it."""
+        return self.model_copy(update={"name": entry.name, "output_dir": Path(output_dir), "model": entry.model,
+                                       "train": entry.train or self.train, "eval": entry.eval or self.eval,
+                                       "models": []})
+
     def stage_hash(self, *sections: str) -> str:
+
         """A short fingerprint of the named config sections (e.g. 'data', 'questions')."""
         payload = {}
         for s in sections:  # a section, or a dotted field such as "eval.conditions"
