@@ -450,7 +450,9 @@ def run(config: Path = typer.Argument(..., help="experiment YAML"),
         set_: list[str] = typer.Option([], "--set", help="override a config field, e.g. --set train.lr=2e-4"),
         check_only: bool = typer.Option(False, "--check", help="validate the config, name missing inputs, exit"),
         force: bool = typer.Option(False, help="redo stages even when their outputs exist")):
-    """Run the pipeline from a config: each stage is skipped when its outputs exist for the same config."""
+    """Run the pipeline from a config: each stage is skipped when its outputs exist for the same config. With
+    `models:` in the config, the shared stages run once and each model in OUTPUT/models/<name>/, then the
+    cross-model report OUTPUT/report/models.md; exit code 1 when a model failed (the others still ran)."""
     from cuelab.config import load_config
     from cuelab.pipeline import check
 
@@ -468,17 +470,22 @@ def run(config: Path = typer.Argument(..., help="experiment YAML"),
             raise typer.Exit(code=1)
         console.print(f"{config}: valid, every input present")
         return
-    _run_pipeline(cfg, _csv(stages), force=force)
+    done = _run_pipeline(cfg, _csv(stages), force=force)
+    failed = [o.name for o in done.get("models", []) if o.error] if cfg.models else []
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(cfg.models)} models failed[/red]: {', '.join(failed)} "
+                      "(the others ran; see above and report/models.md)", soft_wrap=True, highlight=False)
+        raise typer.Exit(code=1)
 
 
-def _run_pipeline(cfg, stages: list[str] | None = None, force: bool = False) -> None:
+def _run_pipeline(cfg, stages: list[str] | None = None, force: bool = False) -> dict:
     """`run` and `demo` alike: the output folder checked first; a stage's ValueError is reported as bad input
     (unknown synthetic templates, a vocabulary smaller than the tokenizer)."""
     from cuelab.pipeline import run_pipeline
 
     check_output_dir(cfg.output_dir, "output_dir")
     try:
-        run_pipeline(cfg, stages, force=force)
+        return run_pipeline(cfg, stages, force=force)
     except ValueError as e:
         _fail(e)
 
@@ -491,7 +498,8 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (holding confi
            models: list[Path] = typer.Option([], "--models", help="another run folder (any model family or "
                                              "checkpoint; repeat for more): one table and one cue-effect figure "
                                              "across its models and this run's, in report/models.md")):
-    """Merge every prediction file of a run (shards included) into results.json/csv and write the report."""
+    """Merge every prediction file of a run (shards included) into results.json/csv and write the report. A
+    multi-model run folder (`models:`): every model folder's, then the cross-model report/models.md."""
     from cuelab.config import load_config
     from cuelab.evaluate.metrics import format_table, write_results
     from cuelab.run_layout import RunPaths
@@ -501,6 +509,15 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (holding confi
 
     cfg = load_config(run_dir / "config.yaml", set_ + [f"output_dir={run_dir}"])
     check_output_dir(run_dir, "run_dir")
+    if cfg.models:
+        if compare is not None or models:
+            raise DataError("a multi-model run folder already tables its models: give --compare / --models with "
+                            "one of its model folders (models/<name>) instead", file=str(run_dir))
+        from cuelab.pipeline import report_models
+
+        md, html = report_models(cfg)
+        console.print(f"wrote {md}" + (f" and {html}" if html else ""))
+        return
     other = load_other_run(compare, cfg) if compare is not None else None  # refused before anything is written
     runs = load_other_runs(run_dir, models) if models else None  # so are folders that are not runs
     paths = RunPaths(run_dir)

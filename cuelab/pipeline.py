@@ -4,22 +4,31 @@ A stage is skipped when its marker `stages/<name>.json` holds the same fingerpri
 sections the stage reads, of the content of its input files (labels or annotations edited in place count), and
 of the full fingerprints of the stages it reads, so a change upstream redoes everything downstream of it and a
 killed run resumes at the unfinished stage. The marker keeps the parts, so a rerun says what changed.
+
+A config with `models:` (several models on the same data) runs the shared stages (data, questions, render) once
+in its output folder, then each model's stages in its own run folder `models/<name>/` (RunPaths: the folder links
+to the shared one, so its stages read the shared dataset, questions and videos, and their fingerprints hold the
+shared stages' chains: a change there makes every model's stages stale), one model after another; a model that
+fails is reported (and recorded in its folder's `failed.json`) and the others go on. Last, `report/models.md`
+tables every model across the conditions (cuelab.report.models). See `run_models`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from rich.console import Console
+from rich.markup import escape
 
 from cuelab.config import ExperimentConfig, save_config
 from cuelab.errors import DataError
 from cuelab.fsutil import atomic_write_json, load_json
-from cuelab.run_layout import (RunPaths, base_model_path, conditions_needed, dataset_files,  # noqa: F401
-                               finetuned_model, question_videos)
+from cuelab.run_layout import (SHARED_LINK, SHARED_STAGES, RunPaths, base_model_path,  # noqa: F401
+                               conditions_needed, dataset_files, finetuned_model, question_videos)
 
 console = Console(stderr=True)
 
@@ -291,11 +300,14 @@ def fingerprints(cfg: ExperimentConfig, paths: RunPaths | None = None) -> dict[s
     return {name: parts["fingerprint"] for name, parts in all_parts(cfg, paths).items()}
 
 
-def all_parts(cfg: ExperimentConfig, paths: RunPaths | None = None) -> dict[str, dict]:
+def all_parts(cfg: ExperimentConfig, paths: RunPaths | None = None,
+              stages: list[Stage] | None = None) -> dict[str, dict]:
+    """Every stage's fingerprint parts (of `stages`, the first stages of the pipeline, when given)."""
     paths = paths or RunPaths(Path(cfg.output_dir))
+    stages = STAGES if stages is None else stages  # looked up now: tests swap a stage in STAGES
     chains: dict[str, str] = {}
     out = {}
-    for stage in STAGES:
+    for stage in stages:
         out[stage.name] = fingerprint_parts(stage, cfg, paths, chains)
         chains[stage.name] = out[stage.name]["chain"]
     return out
@@ -344,8 +356,11 @@ def check(cfg: ExperimentConfig) -> list[str]:
     problems = []
     if cfg.data.source == "ssv2":
         problems += check_data(cfg)
-    if cfg.model.tiny is None:
-        problems += check_model(cfg.model.name_or_path, cfg.model.family)
+    # with `models:`, the top-level model is only the base of the entries: each entry's model is checked
+    for where, model in ([(f"models.{i}.", e.model) for i, e in enumerate(cfg.models)] if cfg.models
+                         else [("", cfg.model)]):
+        if model.tiny is None:
+            problems += [where + p for p in check_model(model.name_or_path, model.family)]
     return problems
 
 
@@ -439,7 +454,7 @@ def clear_stale_outputs(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, fi
     --force, starts clean."""
     import shutil
 
-    made = read_marker(started) or read_marker(paths.stages / f"{stage.name}.json") or {}
+    made = read_marker(started) or read_marker(paths.marker(stage.name)) or {}
     made_under = made.get("fingerprint")
     if made_under == fingerprint and not force:
         return
@@ -450,14 +465,17 @@ def clear_stale_outputs(stage: Stage, cfg: ExperimentConfig, paths: RunPaths, fi
             out.unlink()
 
 
-def refuse_stale_upstream(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str]) -> None:
-    """Before anything runs: a stage left out of `wanted` that a wanted stage reads must be up to date."""
-    parts_of = all_parts(cfg, paths)
-    for stage in STAGES:
+def refuse_stale_upstream(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str],
+                          stages: list[Stage] | None = None) -> None:
+    """Before anything runs: a stage left out of `wanted` that a wanted stage reads must be up to date (of
+    `stages`, the first stages of the pipeline, when given: a multi-model run checks its shared ones)."""
+    stages = STAGES if stages is None else stages
+    parts_of = all_parts(cfg, paths, stages)
+    for stage in stages:
         name, parts = stage.name, parts_of[stage.name]
         if name in wanted or not any(name in s.reads for s in STAGES if s.name in wanted):
             continue
-        old = read_marker(paths.stages / f"{name}.json")
+        old = read_marker(paths.marker(name))
         if old is None or old.get("fingerprint") != parts["fingerprint"]:
             raise DataError(f"stage {name} is not up to date for this config ({why_stale(stage, old, parts)}): "
                             "add it to --stages, or run without --stages", field="stages")
@@ -467,11 +485,12 @@ def run_pipeline(cfg: ExperimentConfig, stages: list[str] | None = None, force: 
     """Run the stages in order; one whose marker holds the same fingerprint is skipped. With `stages`, a stage
     left out must be up to date for this config (else a DataError says which and why): a subset never runs on
     stale upstream outputs."""
+    if cfg.models:
+        return run_models(cfg, stages, force)
     paths = RunPaths(Path(cfg.output_dir))
-    wanted = set(stages or stage_names())
-    unknown = wanted - set(stage_names())
-    if unknown:
-        raise DataError(f"unknown stage(s) {sorted(unknown)}; stages: {stage_names()}", field="stages")
+    wanted = wanted_stages(stages)
+    if paths.shared is not None:
+        wanted = model_folder_stages(paths, stages, wanted)
     refuse_stale_upstream(cfg, paths, wanted)
     paths.root.mkdir(parents=True, exist_ok=True)
     from cuelab.locks import folder_lock
@@ -480,12 +499,32 @@ def run_pipeline(cfg: ExperimentConfig, stages: list[str] | None = None, force: 
         return _run_stages(cfg, paths, wanted, force)
 
 
-def _run_stages(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str], force: bool) -> dict:
+def wanted_stages(stages: list[str] | None) -> set[str]:
+    wanted = set(stages or stage_names())
+    unknown = wanted - set(stage_names())
+    if unknown:
+        raise DataError(f"unknown stage(s) {sorted(unknown)}; stages: {stage_names()}", field="stages")
+    return wanted
+
+
+def model_folder_stages(paths: RunPaths, stages: list[str] | None, wanted: set[str]) -> set[str]:
+    """A model folder of a multi-model run runs its model's stages only: the shared ones are the shared folder's
+    (run by its config, which holds every model), here they must be up to date."""
+    asked = sorted(wanted & set(SHARED_STAGES)) if stages else []
+    if asked:
+        raise DataError(f"stage(s) {asked} of this model folder are those of the multi-model run in {paths.shared}: "
+                        f"run them with its config ({paths.shared / 'config.yaml'})", field="stages")
+    return wanted - set(SHARED_STAGES)
+
+
+def _run_stages(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str], force: bool,
+                stages: list[Stage] | None = None) -> dict:
+    stages = STAGES if stages is None else stages
     save_config(cfg, paths.root / "config.yaml")
     chains: dict[str, str] = {}
     done = {}
-    for stage in STAGES:
-        marker = paths.stages / f"{stage.name}.json"
+    for stage in stages:
+        marker = paths.marker(stage.name)
         old = read_marker(marker)
         parts = fingerprint_parts(stage, cfg, paths, chains)  # after the stages before it ran: their outputs count
         chains[stage.name] = parts["chain"]
@@ -497,7 +536,7 @@ def _run_stages(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str], force:
             done[stage.name] = old
             continue
         console.rule(f"stage {stage.name}" + ("" if force else f" ({why_stale(stage, old, parts)})"))
-        started = paths.stages / f"{stage.name}.started.json"
+        started = marker.with_name(f"{stage.name}.started.json")
         clear_stale_outputs(stage, cfg, paths, parts["fingerprint"], started, force)
         atomic_write_json(started, {"fingerprint": parts["fingerprint"]})
         t0 = time.time()
@@ -508,3 +547,153 @@ def _run_stages(cfg: ExperimentConfig, paths: RunPaths, wanted: set[str], force:
         started.unlink(missing_ok=True)
         done[stage.name] = record
     return done
+
+
+# --- several models on the same data (config `models:`) -----------------------------------------------------------
+
+#: in a model folder of a multi-model run: the stage and error of its last run, when that failed
+FAILED = "failed.json"
+
+
+@dataclass
+class ModelOutcome:
+    """How one model of a multi-model run went: its stages' records, or the stage that failed and why."""
+
+    name: str
+    folder: Path
+    stages: dict
+    failed_stage: str | None = None
+    error: str | None = None
+
+
+def run_models(cfg: ExperimentConfig, stages: list[str] | None = None, force: bool = False) -> dict:
+    """A config with `models:`: the shared stages (data, questions, render) in `output_dir`, then every model's
+    stages in `output_dir/models/<name>/` (ExperimentConfig.for_model), one model after another; a model that
+    fails is reported and recorded (`failed.json`), and the others go on. With `stages`, each model runs those of
+    its stages (a shared stage left out must be up to date, as for one run). Last, when the report stage is
+    wanted, the cross-model report in `output_dir/report/` (write_models_overview). Resumable at every level:
+    a stage done with the same fingerprint is skipped, for the shared stages and in each model folder."""
+    from cuelab.locks import folder_lock
+
+    paths = RunPaths(Path(cfg.output_dir))
+    wanted = wanted_stages(stages)
+    shared = [s for s in STAGES if s.name in SHARED_STAGES]
+    refuse_stale_upstream(cfg, paths, wanted, shared)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with folder_lock(paths.root, "run"):
+        done = _run_stages(cfg, paths, wanted & set(SHARED_STAGES), force, shared)
+        per_model = [s for s in stage_names() if s in wanted and s not in SHARED_STAGES]
+        outcomes = [run_one_model(cfg, i, paths, per_model, force) for i in range(len(cfg.models))] if per_model \
+            else []
+        overview = write_models_overview(cfg, paths) if "report" in wanted else None
+    print_outcomes(outcomes, overview)
+    return {"shared": done, "models": outcomes, "overview": overview}
+
+
+def run_one_model(cfg: ExperimentConfig, index: int, paths: RunPaths, stages: list[str], force: bool) -> ModelOutcome:
+    """Model `index` of `cfg.models` in its own folder, linked to the shared one; any error ends this model only."""
+    import traceback
+
+    entry = cfg.models[index]
+    folder = paths.model_run(entry.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / SHARED_LINK, {"shared": os.path.relpath(paths.root, folder)})
+    model = entry.model
+    console.rule(f"model {index + 1}/{len(cfg.models)}: {entry.name} "
+                 f"({'tiny ' + (model.family or 'qwen3_vl') if model.tiny is not None else model.name_or_path})")
+    try:
+        done = run_pipeline(cfg.for_model(entry, folder), stages, force)
+    except Exception as e:  # noqa: BLE001 -- whatever ends one model must not end the others
+        started = sorted((folder / "stages").glob("*.started.json"))
+        stage = started[0].name.removesuffix(".started.json") if started else None
+        error = " ".join(f"{type(e).__name__}: {e}".split())
+        if not isinstance(e, (DataError, FileNotFoundError)):  # a bug or the machine: keep its traceback
+            console.print(traceback.format_exc(), highlight=False, markup=False)
+        atomic_write_json(folder / FAILED, {"stage": stage, "error": error})
+        console.print(f"[red]model {escape(entry.name)} failed[/red]" + (f" at stage {stage}" if stage else "")
+                      + f": {escape(error)}", soft_wrap=True, highlight=False)
+        return ModelOutcome(entry.name, folder, {}, stage, error)
+    (folder / FAILED).unlink(missing_ok=True)
+    return ModelOutcome(entry.name, folder, done)
+
+
+def print_outcomes(outcomes: list[ModelOutcome], overview: tuple[Path, Path | None] | None) -> None:
+    for o in outcomes:
+        where = f"failed at stage {o.failed_stage}" if o.failed_stage else "failed"
+        console.print(f"model {escape(o.name)}: " + (f"[red]{where}[/red]: {escape(o.error)}" if o.error
+                                                      else f"done -> {escape(str(o.folder))}"),
+                      soft_wrap=True, highlight=False)
+    if overview is not None:
+        console.print(f"wrote {overview[0]}" + (f" and {overview[1]}" if overview[1] else ""))
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """A model folder as the cross-model report finds it: whether its results are this config's, and why not."""
+
+    name: str
+    folder: Path
+    current: bool  # its eval stage is done under this config's fingerprint: its results.json is this config's
+    failed: dict | None  # failed.json of its last run
+
+
+def model_status(cfg: ExperimentConfig, paths: RunPaths, index: int) -> ModelStatus:
+    entry = cfg.models[index]
+    folder = paths.model_run(entry.name)
+    if not (folder / SHARED_LINK).is_file():
+        return ModelStatus(entry.name, folder, False, None)
+    mine = RunPaths(folder)
+    marker = read_marker(mine.marker("eval")) or {}
+    current = (marker.get("fingerprint") == fingerprints(cfg.for_model(entry, folder), mine)["eval"]
+               and (folder / "results.json").is_file() and (folder / "config.yaml").is_file())
+    return ModelStatus(entry.name, folder, current, read_marker(folder / FAILED))
+
+
+def _status_line(s: ModelStatus, paths: RunPaths) -> str:
+    where = os.path.relpath(s.folder, paths.report)
+    failed = s.failed and (f"failed at stage {s.failed['stage']}" if s.failed.get("stage") else "failed")
+    if s.current:
+        after = f" ({failed} after its evaluation: {s.failed['error']})" if failed else ""
+        return f"- `{s.name}`: [{where}/report/report.md]({where}/report/report.md){after}"
+    why = f"**{failed}**: {s.failed['error']}" if failed else "its eval stage has not run for this config"
+    return f"- `{s.name}`: not in the table, {why}"
+
+
+def write_models_overview(cfg: ExperimentConfig, paths: RunPaths) -> tuple[Path, Path | None]:
+    """report/models.md (+ models.html) of a multi-model run: every model named (a failed one with its stage and
+    error), then the table across models x conditions and the cue-effect figure (cuelab.report.models) of those
+    whose results are this config's."""
+    from cuelab.fsutil import atomic_write_text
+    from cuelab.report.html import markdown_to_html
+    from cuelab.report.models import load_model_run, section_models
+
+    statuses = [model_status(cfg, paths, i) for i in range(len(cfg.models))]
+    runs = [load_model_run(s.folder) for s in statuses if s.current]
+    paths.report.mkdir(parents=True, exist_ok=True)
+    title = f"{cfg.report.title}: {cfg.name} across models"
+    lines = [f"# {title}", "", f"{len(statuses)} models on the same data, questions and rendered videos (this run's "
+             "dataset/, questions/ and videos/), each run in its own folder:", "",
+             *[_status_line(s, paths) for s in statuses], ""]
+    lines += section_models(runs, paths.report) if runs else ["No model has results for this config yet."]
+    md = paths.report / "models.md"
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    html = None
+    if cfg.report.html:
+        html = paths.report / "models.html"
+        atomic_write_text(html, markdown_to_html("\n".join(lines), paths.report, title))
+    return md, html
+
+
+def report_models(cfg: ExperimentConfig) -> tuple[Path, Path | None]:
+    """`cuelab report` of a multi-model run folder: each model folder's results.json and report rewritten from its
+    predictions, then the cross-model report."""
+    from cuelab.evaluate.metrics import write_results
+    from cuelab.report.build import build_report
+
+    paths = RunPaths(Path(cfg.output_dir))
+    for entry in cfg.models:
+        mine = RunPaths(paths.model_run(entry.name))
+        if (mine.root / SHARED_LINK).is_file() and mine.predictions.is_dir():
+            write_results(mine.predictions, mine.root)
+            build_report(cfg.for_model(entry, mine.root), mine)
+    return write_models_overview(cfg, paths)

@@ -3,30 +3,70 @@ CLI all read it from (none of them imports another for it)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cuelab.config import ExperimentConfig
+from cuelab.errors import DataError
+
+#: the stages that depend on no model: a multi-model run runs them once, in its own folder, for all its models
+SHARED_STAGES = ("data", "questions", "render")
+#: in a model folder of a multi-model run: the link to the folder whose dataset, questions and videos it reads
+SHARED_LINK = "shared.json"
 
 
 @dataclass(frozen=True)
 class RunPaths:
     """The run folder layout (DESIGN.md): runs/<name>/{config.yaml, dataset/, questions/, videos/<condition>/,
-    models/, predictions/, attention/, report/, stages/}."""
+    models/, predictions/, attention/, report/, stages/}.
+
+    A multi-model run (config `models:`) is runs/<name>/{config.yaml, dataset/, questions/, videos/, stages/ (of
+    the shared stages), models/<model>/, report/models.md}, and each models/<model>/ is a run folder of its own
+    whose `shared.json` names the multi-model folder ("../.."): its dataset/questions/videos paths and the
+    markers of the shared stages lie there (nothing is copied), the rest in the model folder. Any RunPaths of a
+    model folder follows the link, so every command and report reads a model folder like any run folder."""
 
     root: Path
 
+    @cached_property
+    def shared(self) -> Path | None:
+        """The multi-model run folder this model folder reads its data from, or None for a standalone run."""
+        link = self.root / SHARED_LINK
+        if not link.is_file():
+            return None
+        from cuelab.fsutil import load_json
+
+        target = load_json(link)
+        if not isinstance(target, dict) or not isinstance(target.get("shared"), str):
+            raise DataError('not a link to a shared run folder (it needs {"shared": "../.."})', file=str(link))
+        return Path(os.path.normpath(self.root / target["shared"]))
+
+    @property
+    def data_root(self) -> Path:
+        """Where the shared stages' outputs lie: the multi-model folder for a model folder, else the run's own."""
+        return self.shared if self.shared is not None else self.root
+
+    def marker(self, stage: str) -> Path:
+        """A stage's marker (stages/<stage>.json): the shared stages' in the folder that ran them."""
+        return (self.data_root if stage in SHARED_STAGES else self.root) / "stages" / f"{stage}.json"
+
+    def model_run(self, name: str) -> Path:
+        """The folder of model `name` of a multi-model run."""
+        return self.models / name
+
     @property
     def dataset(self) -> Path:
-        return self.root / "dataset"
+        return self.data_root / "dataset"
 
     @property
     def questions(self) -> Path:
-        return self.root / "questions"
+        return self.data_root / "questions"
 
     @property
     def videos(self) -> Path:
-        return self.root / "videos"
+        return self.data_root / "videos"
 
     @property
     def models(self) -> Path:
