@@ -483,8 +483,23 @@ def _parse_value(text: str, item: str):
                         field=item.split("=", 1)[0].strip()) from e
 
 
+def _child(node, part: str, item: str, key: str, last: bool = False):
+    """The section (dict) or list entry `part` of `node` for an override (a list takes a 0-based index)."""
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise DataError(f"override {item!r}: {part!r} is not an entry of the list (0..{len(node) - 1})",
+                            field=key)
+        return int(part)
+    if not isinstance(node, dict):
+        raise DataError(f"override {item!r}: the parent of {part!r} is not a section", field=key)
+    if not last:
+        node.setdefault(part, {})
+    return part
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `a.b.c=value` overrides (value parsed as YAML) to a raw config dict."""
+    """Apply `a.b.c=value` overrides (value parsed as YAML) to a raw config dict; a list entry is named by its
+    index (`models.1.model.family=internvl`)."""
     for item in overrides:
         if "=" not in item:
             raise DataError(f"override {item!r} is not key=value", field=item)
@@ -492,10 +507,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         node = raw
         parts = key.strip().split(".")
         for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
+            node = node[_child(node, p, item, key)]
+            if not isinstance(node, (dict, list)):
                 raise DataError(f"override {item!r}: {p!r} is not a section", field=key)
-        node[parts[-1]] = _parse_value(value, item)
+        node[_child(node, parts[-1], item, key, last=True)] = _parse_value(value, item)
     return raw
 
 

@@ -145,3 +145,17 @@ def test_conditions_name_known_cues(override):
     """A condition names the videos/<cue>/ folder every later stage reads: an unknown one is refused up front."""
     with pytest.raises(DataError, match="unknown cue"):
         load_config(None, [override])
+
+
+def test_overrides_reach_an_entry_of_a_list():
+    """`--set models.1.model.family=...` changes that entry only; a missing entry or a word index is refused."""
+    from cuelab.config import apply_overrides
+
+    raw = {"models": [{"name": "a", "model": {}}, {"name": "b", "model": {"family": "qwen3_vl"}}]}
+    out = apply_overrides(raw, ["models.1.model.family=internvl", "models.0.name=first"])
+    assert out["models"] == [{"name": "first", "model": {}}, {"name": "b", "model": {"family": "internvl"}}]
+    for bad in ("models.2.name=x", "models.one.name=x"):
+        with pytest.raises(DataError, match="not an entry of the list"):
+            apply_overrides(raw, [bad])
+    with pytest.raises(DataError, match="not a section"):
+        apply_overrides({"seed": 3}, ["seed.x=1"])
