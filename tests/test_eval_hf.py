@@ -19,16 +19,12 @@ from cuelab.evaluate.predictions import read_predictions
 from cuelab.model.prompt import build_inputs, end_token_id
 from cuelab.model.tiny import build_tiny, small_test_config
 from cuelab.video.io import FrameSpec, Video, sample_frames
+from tests.family_fixtures import QUESTIONS as FAMILY_QUESTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 QUESTIONS = [
-    {"id": "q1", "video": "v1", "kind": "verb", "question": "_____ the red cube from left to right.",
-     "choices": ["Pushing", "Lifting up", "Lifting", "Covering the blue ball"], "answer": "Pushing",
-     "answer_index": 0, "hint": "The red box marks the cube."},
-    {"id": "q2", "video": "v1", "kind": "object", "question": "What is the object in the red box?",
-     "choices": ["red cube", "blue ball", "green cone", "yellow star"], "answer": "red cube", "answer_index": 0,
-     "hint": "The red box marks the answer."},
+    *FAMILY_QUESTIONS,
     {"id": "q3", "video": "v1", "kind": "referential", "question": "Which object follows the drawn trajectory?",
      "choices": ["a", "the blue ball", "green", "star"], "answer": "a", "answer_index": 0},
 ]
