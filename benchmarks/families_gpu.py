@@ -230,7 +230,7 @@ def time_generate(model, processor, videos, n: int, dev) -> dict:
 def time_scorer(scorer, prepared, videos, per_call: int, workers: int) -> dict:
     """Questions/s of cuelab's scorer: model only (inputs prepared) and end to end (processor in threads)."""
     n_q = sum(len(qs) for _, qs in videos)
-    for c in list(_chunks(prepared, per_call))[:1]:  # warm-up at this batch size
+    for c in list(_chunks(prepared, per_call))[:2]:  # warm-up at this batch size (compile: static, then dynamic)
         scorer.score_many(c)
     reset_peak()
     _, secs = timed(lambda: [scorer.score_many(c) for c in _chunks(prepared, per_call)])
@@ -271,7 +271,7 @@ def run_family(name: str, args, dev) -> dict:
     h, w = frame_size(name, processor, args.smoke)
     videos = make_videos(args.videos, n_frames, h, w)
     stock = time_generate(model, processor, videos, args.baseline_questions, dev)  # transformers as shipped
-    FAMILIES[name].speedups(model)  # what `cuelab eval` applies (compile off)
+    FAMILIES[name].speedups(model, compile=args.compile)  # what `cuelab eval` applies (eval.compile on a GPU)
     res = {"family": name, "preset": setup.preset, "frames": n_frames, "frame_hw": [h, w],
            "token_ids": token_ids, "setup_s": round(time.perf_counter() - t0, 1),
            "questions": sum(len(qs) for _, qs in videos), "videos": len(videos)}
@@ -334,6 +334,8 @@ def write_report(results: list[dict], meta: dict, args) -> None:
     ok = [r for r in results if "error" not in r]
     worst = min((r["x_generate_model"] for r in ok), default=None)
     dtype = "float32 on the CPU (smoke: a small model of each family; timings mean nothing)" if args.smoke else "bf16"
+    compiled = ("eval.compile: torch.compile of the LLM MLPs/norms and vision blocks, in the speed-ups baseline "
+                "too" if args.compile and not args.smoke else "no compile")
     notes = (f"Random weights, {dtype}, SDPA, transformers {meta['transformers']}, torch {meta['torch']}, card "
              f"{meta['card']}. Per family {args.videos} videos x 2.5 questions x 4 choices of SSv2-like 427x240 "
              f"clips as cuelab samples them for the family (Qwen families: per-frame cap 256x416, smart_resize "
@@ -341,7 +343,7 @@ def write_report(results: list[dict], meta: dict, args) -> None:
              f"run affordable: 32 x 256 tokens). generate: {NEW_TOKENS} new tokens per question (eos off), "
              f"median over {args.baseline_questions} questions, one at a time, first on the model as transformers "
              f"ships it (stock), then with cuelab's family speed-ups applied (a stricter baseline). cuelab: HFScorer.score_many, "
-             f"{args.per_call} videos a call, family speed-ups as `cuelab eval` applies them (no compile); model "
+             f"{args.per_call} videos a call, family speed-ups as `cuelab eval` applies them ({compiled}); model "
              f"only = inputs prepared before the clock; end to end = processor in {args.workers} threads. "
              f"Processors: the real processor classes at the checkpoints' frame geometry around a tokenizer built "
              f"here (no tokenizer files); the model config's special-token ids point at its ids. Check: one video, "
@@ -365,6 +367,8 @@ def main() -> None:
     ap.add_argument("--per-call", type=int, default=4, help="videos a scoring call (eval.videos_per_call)")
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--no-compile", dest="compile", action="store_false",
+                    help="leave eval.compile's torch.compile of the fusable pieces off (on by default on a GPU)")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="a small model of each family on the CPU, float32, 4 "
                     "frames, with the same real-size processors: checks the script and the scores (max |diff| "
@@ -376,6 +380,7 @@ def main() -> None:
         ap.error(f"unknown families {unknown}; known: {', '.join(SETUPS)}")
     if args.smoke:
         args.videos, args.baseline_questions, args.per_call = min(args.videos, 3), min(args.baseline_questions, 2), 2
+        args.compile = False
     dev = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -248,6 +248,35 @@ def test_speedups_keep_the_vision_features(family):
         ref, got = fam.video_features(model, [pixels], "cpu")[0], fam.video_features(fast, [pixels], "cpu")[0]
     assert torch.allclose(ref.embeds, got.embeds, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ref.extras, got.extras))
+    if family in ("llava_onevision", "smolvlm"):  # SigLIP-style patch embeddings: row-major after the speed-ups
+        layouts = []
+        for m in fast.modules():
+            if type(m).__name__.endswith("VisionEmbeddings"):
+                m.register_forward_hook(lambda _m, _a, out: layouts.append(out.is_contiguous()))
+        with torch.no_grad():
+            fam.video_features(fast, [pixels], "cpu")
+        assert layouts == [True]
+
+
+BLOCKS = {"qwen3_vl": lambda m: m.model.visual.blocks, "qwen2_5_vl": lambda m: m.model.visual.blocks,
+          "llava_onevision": lambda m: m.model.vision_tower.encoder.layers,
+          "internvl": lambda m: m.model.vision_tower.encoder.layer,
+          "smolvlm": lambda m: m.model.vision_model.encoder.layers}
+
+
+@pytest.mark.parametrize("family", FAMILY)
+def test_compile_covers_each_llm_layer_and_vision_block_once(family):
+    """eval.compile on a GPU: every family gets its LLM MLPs/norms and its vision blocks compiled, each once."""
+    from cuelab.model.speed import compile_family_pieces
+
+    t = tiny(family)
+    model = copy.deepcopy(t.model)
+    n = compile_family_pieces(model, t.fam)
+    layers = t.fam.language_model(model).layers
+    pieces = [layer.mlp for layer in layers] + [layer.input_layernorm for layer in layers] + list(BLOCKS[family](model))
+    assert all(p._compiled_call_impl is not None for p in pieces)
+    assert n >= len(pieces) and compile_family_pieces(model, t.fam) == 0
+    assert all(getattr(layer.mlp, "_compiled_call_impl", None) is None for layer in t.fam.language_model(t.model).layers)
 
 
 # -- attention ------------------------------------------------------------------------------------------------------

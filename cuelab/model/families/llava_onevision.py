@@ -113,10 +113,15 @@ class LlavaOnevision(ModelFamily):
         """The 2 x 2 bilinear pooling on channels-last features (same values, bit for bit). transformers'
         apply_pooling makes the features channels-first contiguous before `interpolate`, whose CUDA kernel for that
         layout parallelises over the 14 x 14 output cells and loops over frames x channels: on an H100 one call
-        over 4 videos' 256 frames took 91 ms of the 0.5B's 212 ms a video (benchmarks/RESULTS.md)."""
+        over 4 videos' 256 frames took 91 ms of the 0.5B's 212 ms a video (benchmarks/RESULTS.md). And the SigLIP
+        tower's residual stream row-major (contiguous_patch_embeddings)."""
         import types
 
+        from cuelab.model.families.base import contiguous_patch_embeddings
+
         inner = unwrap(model).model
+        contiguous_patch_embeddings(inner.vision_tower)
+        super().speedups(model, training, compile, attn_implementation)
         if getattr(inner, "_cuelab_pooling", False):
             return
         inner.apply_pooling = types.MethodType(_pool_channels_last, inner)

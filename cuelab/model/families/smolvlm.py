@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from cuelab.model.families.base import FrameGeometry, ModelFamily, VideoFeatures, random_from_config, unwrap
+from cuelab.model.families.base import (FrameGeometry, ModelFamily, VideoFeatures, contiguous_patch_embeddings,
+                                        random_from_config, unwrap)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>",
                   "<global-img>", "<end_of_utterance>"]
@@ -107,6 +108,12 @@ class SmolVLM(ModelFamily):
         per_frame = embeds.shape[0] // pv.shape[1]
         sizes = [p["pixel_values"].shape[1] * per_frame for p in pixels]
         return [VideoFeatures(e, []) for e in torch.split(embeds, sizes)]
+
+    def speedups(self, model, training: bool = False, compile: bool = False,
+                 attn_implementation: str = "sdpa") -> None:
+        """The vision tower's residual stream row-major (contiguous_patch_embeddings: same values)."""
+        contiguous_patch_embeddings(self.vision_tower(model))
+        super().speedups(model, training, compile, attn_implementation)
 
     def video_grid(self, inputs: dict, processor):
         """Frames x n x n cells of `cell` px from the top-left. 2.2B: 9 x 9 cells of 42 px cover 378 of the 384 px
