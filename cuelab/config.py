@@ -95,7 +95,8 @@ class QuestionsConfig(Section):
     videos: Count | None = None  # subset size (None: every usable video)
     test_videos: Count = 50
     seed: int = 0
-    kinds: list[Literal["object", "verb", "referential", "referential_verb"]] = ["object", "verb", "referential"]
+    kinds: list[Literal["object", "verb", "referential", "referential_verb", "scene_object"]] = [
+        "object", "verb", "referential"]
     max_placeholder_chars: Count = 40
     require_boxes: bool = True  # keep only videos with Something-Else boxes
     single_verb_templates: bool = False  # keep templates with exactly one verb slot (the first study's subset)

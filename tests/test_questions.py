@@ -306,6 +306,26 @@ def test_referential_questions_need_the_cue():
     assert obj["target_object"] == "1" and "blue" in obj["hint"]
 
 
+def test_scene_object_questions_name_every_object_and_no_distractor_is_in_the_scene():
+    labels = _labels()
+    names = {"1004": ["pen", "cup"], "1005": ["coin", "spoon"], "1000": ["remote"]}
+    ann = {vid: _tracks(vid, n) for vid, n in names.items()}
+    cfg = QuestionsConfig(test_videos=1, kinds=["object", "scene_object"])
+    train, test, _ = build_questions(labels, ann, cfg)
+    rows = _all(train, test)
+    _check_rules(rows)
+    scene = [r for r in rows if r["kind"] == "scene_object"]
+    # still objects too (the label of 1004 names only the first): one question per named object
+    assert sorted((r["video"], r["answer"]) for r in scene) == sorted(
+        (v, n) for v, ns in names.items() for n in ns)
+    for r in scene:
+        assert r["question"] == f"One of the objects in the video is {BLANK}."
+        assert not set(r["choices"]) - {r["answer"]} & set(names[r["video"]])
+    # the kind added last leaves the other kinds' questions as they were
+    alone, _, _ = build_questions(labels, ann, cfg.model_copy(update={"kinds": ["object"]}))
+    assert [r for r in train if r["kind"] == "object"] == alone
+
+
 def test_object_wholly_outside_the_frame_gets_no_referential_question_and_no_hint(tmp_path):
     from cuelab.video.io import write_video
 

@@ -49,7 +49,7 @@ from cuelab.video.palette import slot_color_name
 RECORD_KEYS = ("id", "video", "kind", "question", "choices", "answer", "answer_index", "template", "verb", "label",
                "target_object", "cue_colors", "hint", "split", "flags")
 # the kinds draw from one generator per video in this order: a new kind goes last, so the others keep their questions
-KINDS = ("object", "verb", "referential", "referential_verb")
+KINDS = ("object", "verb", "referential", "referential_verb", "scene_object")
 ACTIONS_FILE = "actions.json"
 SHAPE_LEVELS = ("exact", "frame", "lead")
 
@@ -468,8 +468,28 @@ def _referential_verb_question(v: _Video, oid: str, acting: dict[str, str]) -> d
     return v.record("referential_verb", int(oid), question, answer, picked, oid, hint)
 
 
+def _scene_object_questions(v: _Video) -> list[dict]:
+    """"One of the objects in the video is _____." for each named object of the scene, still ones included
+    (the label names only the acted-on ones); the distractors name no object of the scene, so a plain video
+    answers it. Referential questions need a model that can name every object it sees: one pretrained on the
+    label's objects alone names the mover whatever colour is asked (docs/demo-research.md)."""
+    if v.tracks is None:
+        return []
+    named = _object_names(v.tracks, v.names, v.cfg.max_placeholder_chars)
+    scene = [words(n) for n in named.values()] + v.video_names
+    question = f"One of the objects in the video is {BLANK}."
+    rows = []
+    for oid in sorted(named, key=int):
+        picked = _pick([("vocabulary", v.objects.all.order(v.rng))], named[oid], question, banned=scene)
+        if len(picked) < N_CHOICES - 1:
+            v.drops["scene_object"]["too_few_distractors"] += 1
+            continue
+        rows.append(v.record("scene_object", int(oid), question, named[oid], picked, oid, ""))
+    return rows
+
+
 _KIND_QUESTIONS = {"object": _object_questions, "verb": _verb_questions, "referential": _referential_questions,
-                   "referential_verb": _referential_verb_questions}
+                   "referential_verb": _referential_verb_questions, "scene_object": _scene_object_questions}
 
 
 def video_questions(video: UsableVideo, tracks: VideoTracks | None, vocab: Vocabularies, cfg: QuestionsConfig,

@@ -17,7 +17,7 @@ from cuelab.fsutil import atomic_write_text, load_json, read_jsonl
 from cuelab.report.html import markdown_to_html
 from cuelab.video.cues import CONTROLS  # cues that mark the wrong place on purpose
 
-KIND_ORDER = ["all", "object", "verb", "referential", "referential_verb"]
+KIND_ORDER = ["all", "object", "verb", "referential", "referential_verb", "scene_object"]
 
 
 def versions() -> dict:
