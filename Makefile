@@ -9,7 +9,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: venv demo demo-quick test vllm-venv
+.PHONY: venv demo demo-quick test vllm-venv lmms-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,5 +30,9 @@ demo-quick: venv
 vllm-venv:
 	-bash scripts/setup_vllm.sh
 
-test: venv vllm-venv
+# lmms-eval 0.7 in its own venv, layered on .venv, for the lmms-eval export's tests; best effort like vllm-venv
+lmms-venv: venv
+	-bash scripts/setup_lmms.sh
+
+test: venv vllm-venv lmms-venv
 	$(VENV)/bin/python -m pytest -q

@@ -531,6 +531,26 @@ def report(run_dir: Path = typer.Argument(..., help="a run folder (holding confi
 
 
 @app.command()
+def export(run_dir: Path = typer.Argument(..., help="a run folder (holding config.yaml and questions/test.jsonl)"),
+           format_: str = typer.Option(..., "--format", help="lmms-eval | hf | vlmevalkit"),
+           out: Path = typer.Option(..., help="the folder to write (replaced when an earlier export wrote it)"),
+           conditions: Optional[str] = typer.Option(None, help="comma-separated conditions (default: the run's "
+                                                    "evaluated ones, and blind when it asked without video)"),
+           name: Optional[str] = typer.Option(None, help="the benchmark's name in task and config names "
+                                              "(default: the run's name)")):
+    """The run's test questions under each condition, with their cued videos, for another harness: an lmms-eval
+    task folder (run with --include_path DIR, --model cuelab for cuelab's scoring), a Hugging Face datasets folder
+    (one config per condition), or VLMEvalKit TSVs and a dataset class. docs/export.md says how to run each."""
+    from cuelab.export import export as export_run
+
+    wanted = [c.strip() for c in conditions.split(",") if c.strip()] if conditions else None
+    summary = export_run(run_dir, format_, out, wanted, name)
+    rows = ", ".join(f"{c} {n}" for c, n in summary["rows"].items())
+    console.print(f"wrote {summary['out']} ({format_}): {summary['questions']} questions x "
+                  f"{len(summary['conditions'])} conditions ({rows}), {summary['videos']} videos")
+
+
+@app.command()
 def demo(quick: bool = typer.Option(False, help="the 1-2 minute variant the test suite runs"),
          from_scratch: bool = typer.Option(False, "--from-scratch", help="pretrain the tiny model here instead of "
                                            "taking the shipped checkpoints/demo-pretrained (about 5 more minutes; "
