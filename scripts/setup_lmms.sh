@@ -16,7 +16,8 @@ SPEC="lmms-eval==0.7.3"
 # lmms-eval 0.7.3's evaluator imports filelock._api, which filelock 4 no longer has (ModuleNotFoundError at the
 # start of every evaluation): filelock 3 in this venv, shadowing the main venv's
 PINS="filelock<4"
-CHECK="import filelock._api, lmms_eval, lmms_eval.evaluator, datasets, cuelab.export.lmms_model; from lmms_eval.models import get_model; get_model('cuelab')"
+CHECK="import filelock._api, lmms_eval.evaluator, datasets, cuelab.export.lmms_model
+from lmms_eval.models import get_model; get_model('cuelab')"
 
 if [ ! -x "$MAIN/bin/python" ]; then
   echo "setup_lmms: $MAIN is missing (make venv first); skipping (lmms-eval tests will skip)"; exit 0
@@ -39,7 +40,8 @@ if [ "${PIPESTATUS[0]}" -ne 0 ]; then
   rm -rf "$VENV"; exit 0
 fi
 if "$PY" -c "$CHECK" >/dev/null 2>&1; then
-  touch "$STAMP"; echo "setup_lmms: $VENV ready ($("$PY" -c 'import importlib.metadata as m; print(m.version("lmms-eval"))'))"
+  VERSION=$("$PY" -c 'import importlib.metadata as m; print(m.version("lmms-eval"))')
+  touch "$STAMP"; echo "setup_lmms: $VENV ready ($VERSION)"
 else
   echo "setup_lmms: lmms-eval installed but the cuelab model does not load; skipping (lmms-eval tests will skip)"
   "$PY" -c "$CHECK" 2>&1 | tail -5

@@ -76,7 +76,8 @@ def rendering(bench: RunBenchmark) -> list[str]:
              f"yuv420p, {'source fps' if r.fps is None else f'{r.fps:g} fps'}, odd sizes "
              f"{'padded' if r.even == 'pad' else 'cropped'} to even). Each "
              f"annotated object has one fixed colour by its slot in the annotations ({colours}); the referential "
-             f"questions name these colours. The hand is {'cued in ' + HAND_COLOR[0] if r.include_hand else 'not cued'}. "
+             f"questions name these colours. The hand is "
+             f"{'cued in ' + HAND_COLOR[0] if r.include_hand else 'not cued'}. "
              "Boxes are drawn on the frame their annotation names (the frame index in the Something-Else name), "
              "lines max(2, min(height, width) / 80) pixels wide.", ""]
     for c in bench.conditions:
@@ -93,6 +94,8 @@ def _settings(bench: RunBenchmark, condition: str) -> str:
         return ""
     prov = load_json(side).get("provenance", {})
     cue = prov.get("cue_settings") or {}
+    if not cue:
+        return ""
     shown = ", ".join(f"{k}={v}" for k, v in cue.items() if k != "class")
     return f" (renderer settings: {cue.get('class', '?')}{': ' + shown if shown else ''})"
 

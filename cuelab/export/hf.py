@@ -62,6 +62,20 @@ def front_matter(bench: RunBenchmark) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
 
 
+RULES = {"sum": "the choice of highest log-likelihood after the chat template's assistant prefix",
+         "mean": "the choice of highest log-likelihood per token after the chat template's assistant prefix",
+         "greedy": "greedy decoding confined to the choices",
+         "sampled": "the first study's sampled decoding, scored by exact match"}
+
+
+def _frames(f) -> str:
+    """The frames rule in words (cuelab.video.io.sample_indices: `fps` within min/max frames a clip)."""
+    if f.rule != "fps":
+        return f"frames by the {f.rule!r} rule"
+    n = f"always {f.min_frames}" if f.min_frames == f.max_frames else f"{f.min_frames}-{f.max_frames}"
+    return f"frames at {f.fps:g} fps, {n} a clip,"
+
+
 def dataset_card(bench: RunBenchmark) -> str:
     cfg, first = bench.cfg, bench.conditions[0]
     videos = len({q.video for q in bench.questions})
@@ -84,10 +98,9 @@ def dataset_card(bench: RunBenchmark) -> str:
         "cue colour: only a model that reads the cue can answer them; under `plain` and `blind` they are the "
         "unanswerable control.", "",
         "## How cuelab scores them", "",
-        f"`cuelab eval` samples frames at {cfg.frames_eval.fps:g} fps within {cfg.frames_eval.min_frames}-"
-        f"{cfg.frames_eval.max_frames} frames (`frames_eval` in cuelab_config.yaml) and picks the choice of "
-        f"highest log-likelihood ({cfg.eval.rule} rule) after the chat template's assistant prefix, the video "
-        "before the `prompt` text in the user turn.",
+        f"`cuelab eval` samples {_frames(cfg.frames_eval)} (`frames_eval` in cuelab_config.yaml), puts the video "
+        f"before the `prompt` text in the user turn and answers with {RULES[cfg.eval.rule]} (`eval.rule: "
+        f"{cfg.eval.rule}`).",
     ]
     base = card.baseline(bench)
     if base:

@@ -6,11 +6,11 @@
     lmms-eval eval ... --model_args pretrained=Qwen/Qwen3-VL-2B-Instruct,config=EXPORT/cuelab_config.yaml
 
 model_args: `run` + `model`, or `pretrained` [+ `adapter`] [+ `config`]; `rule` (sum | mean, default the
-config's eval.rule); `greedy` (true: is_greedy from greedy decoding under the choice grammar, slower; default:
-whether the rule picks the choice); `device` (default: lmms-eval's --device, else CUDA when present). `loglikelihood` returns
-minus the log-likelihood (lmms-eval's multiple-choice tasks pick the lowest), `generate_until` cuelab's sampler's
-text. lmms-eval's --batch_size is not used: as in `cuelab eval`, all the questions and choices of one video are
-scored together.
+config's eval.rule); `greedy` (true: is_greedy from greedy decoding under the choice grammar, slower;
+default: whether the rule picks the choice); `device` (default: lmms-eval's --device, else CUDA when
+present). `loglikelihood` returns minus the log-likelihood (lmms-eval's multiple-choice tasks pick the
+lowest), `generate_until` cuelab's sampler's text. lmms-eval's --batch_size is not used: as in `cuelab eval`,
+all the questions and choices of one video are scored together.
 
 Imports lmms-eval: load it only inside lmms-eval's environment (scripts/setup_lmms.sh builds one).
 """
