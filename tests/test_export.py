@@ -79,7 +79,8 @@ def test_hf_export_loads_one_config_per_condition(exports, test_questions, demo_
     first = datasets.load_dataset(str(out), "box")["test"][0]
     assert first["prompt"] == _prompt(demo_quick_run, rec)  # the text cuelab's prompt builder writes
     # the videos are the run's rendered files, byte for byte
-    assert (out / first["video"]).read_bytes() == (demo_quick_run / "videos" / "box" / f"{rec['video']}.mp4").read_bytes()
+    source = demo_quick_run / "videos" / "box" / f"{rec['video']}.mp4"
+    assert (out / first["video"]).read_bytes() == source.read_bytes()
 
 
 # --- lmms-eval task folder --------------------------------------------------------------------------------------
@@ -244,7 +245,8 @@ def _requests(out: Path, cond: str, docs=None, context=None):
 def test_harness_answers_as_cuelab_eval(harness, exports, demo_quick_run, cond):
     docs, reqs = _requests(exports["lmms-eval"], cond)
     res = harness.loglikelihood(reqs)
-    preds = {p["question_id"]: p for p in read_predictions(demo_quick_run / "predictions" / f"pretrained__{cond}.jsonl")}
+    preds = {p["question_id"]: p
+             for p in read_predictions(demo_quick_run / "predictions" / f"pretrained__{cond}.jsonl")}
     k = 0
     for d in docs:
         losses = [r[0] for r in res[k:k + 4]]
@@ -306,7 +308,8 @@ def test_export_refuses_bad_input(demo_quick_run, tmp_path):
            "--conditions", "spotlight")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    _fails([demo_quick_run, "--format", "hf", "--out", tmp_path / "mine"], str(tmp_path / "mine"), "cuelab_export.json")
+    _fails([demo_quick_run, "--format", "hf", "--out", tmp_path / "mine"], str(tmp_path / "mine"),
+           "cuelab_export.json")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     assert not (tmp_path / "o").exists()
 
