@@ -102,21 +102,24 @@ class RunBenchmark:
         target = q.target_object
         return Row(question_id=str(q.id), video_id=str(q.video), condition=condition, kind=q.kind,
                    question=q.question, choices=[str(c) for c in q.choices],
-                   answer=str(q.answer if q.answer is not None else q.choices[q.answer_index]),
+                   answer=str(q.choices[q.answer_index]),  # what the harnesses score against
                    answer_index=int(q.answer_index), prompt=question_text(rec, self.spec), video=video,
                    template=rec.get("template"), target_object=target,
                    cue_colors=json.dumps(colors, sort_keys=True) if colors else None)
 
-    def copy_videos(self, out: Path) -> int:
+    def copy_videos(self, out: Path, progress: bool = True) -> int:
         """Every row's video into out/videos/<condition>/ (a hard link where the file system allows, else a copy);
         returns the count."""
-        n = 0
-        for condition, rows in self.rows.items():
-            for vid in dict.fromkeys(r.video_id for r in rows if r.video is not None):
-                src = self.video_source(condition, vid)
-                place_file(src, out / "videos" / condition / f"{vid}{src.suffix}")
-                n += 1
-        return n
+        import sys
+
+        from tqdm import tqdm
+
+        todo = [(c, vid) for c, rows in self.rows.items()
+                for vid in dict.fromkeys(r.video_id for r in rows if r.video is not None)]
+        for condition, vid in tqdm(todo, desc="export videos", unit="video", disable=not progress, file=sys.stderr):
+            src = self.video_source(condition, vid)
+            place_file(src, out / "videos" / condition / f"{vid}{src.suffix}")
+        return len(todo)
 
     def summary(self, fmt: str, out: Path, **extra) -> dict:
         return {"format": fmt, "benchmark": self.name, "run": str(self.run_dir.resolve()), "out": str(out),
