@@ -44,6 +44,7 @@ from cuelab.evaluate.hf import HFScorer, VisionCache, reference_scores  # noqa: 
 from cuelab.evaluate.run import _chunks, prefetch  # noqa: E402
 from cuelab.model.families import FAMILIES  # noqa: E402
 from cuelab.model.prompt import build_inputs  # noqa: E402
+from cuelab.model.speed import compile_family_pieces  # noqa: E402
 
 SRC_W, SRC_H = 427, 240  # SSv2-like clips
 QWEN_FRAME_CAP = 256 * 416  # the study's per-frame pixel cap (Qwen families: frames sized by smart_resize)
@@ -271,7 +272,9 @@ def run_family(name: str, args, dev) -> dict:
     h, w = frame_size(name, processor, args.smoke)
     videos = make_videos(args.videos, n_frames, h, w)
     stock = time_generate(model, processor, videos, args.baseline_questions, dev)  # transformers as shipped
-    FAMILIES[name].speedups(model, compile=args.compile)  # what `cuelab eval` applies (eval.compile on a GPU)
+    FAMILIES[name].speedups(model, compile=args.compile)  # what `cuelab eval` applies (compile: qwen3_vl only)
+    if args.compile and name != "qwen3_vl":  # the generic compile, measured before eval turns it on
+        compile_family_pieces(model, FAMILIES[name])
     res = {"family": name, "preset": setup.preset, "frames": n_frames, "frame_hw": [h, w],
            "token_ids": token_ids, "setup_s": round(time.perf_counter() - t0, 1),
            "questions": sum(len(qs) for _, qs in videos), "videos": len(videos)}
@@ -334,8 +337,8 @@ def write_report(results: list[dict], meta: dict, args) -> None:
     ok = [r for r in results if "error" not in r]
     worst = min((r["x_generate_model"] for r in ok), default=None)
     dtype = "float32 on the CPU (smoke: a small model of each family; timings mean nothing)" if args.smoke else "bf16"
-    compiled = ("eval.compile: torch.compile of the LLM MLPs/norms and vision blocks, in the speed-ups baseline "
-                "too" if args.compile and not args.smoke else "no compile")
+    compiled = ("--compile: torch.compile of the LLM MLPs/norms and vision blocks, in the speed-ups baseline too"
+                if args.compile else "no compile")
     notes = (f"Random weights, {dtype}, SDPA, transformers {meta['transformers']}, torch {meta['torch']}, card "
              f"{meta['card']}. Per family {args.videos} videos x 2.5 questions x 4 choices of SSv2-like 427x240 "
              f"clips as cuelab samples them for the family (Qwen families: per-frame cap 256x416, smart_resize "
@@ -367,8 +370,9 @@ def main() -> None:
     ap.add_argument("--per-call", type=int, default=4, help="videos a scoring call (eval.videos_per_call)")
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--out", type=Path, default=Path("."))
-    ap.add_argument("--no-compile", dest="compile", action="store_false",
-                    help="leave eval.compile's torch.compile of the fusable pieces off (on by default on a GPU)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the fusable pieces (qwen3_vl: as "
+                    "eval.compile does; the others: cuelab.model.speed.compile_family_pieces), in the speed-ups "
+                    "baseline too")
     ap.add_argument("--no-append", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="a small model of each family on the CPU, float32, 4 "
                     "frames, with the same real-size processors: checks the script and the scores (max |diff| "

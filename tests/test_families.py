@@ -266,7 +266,8 @@ BLOCKS = {"qwen3_vl": lambda m: m.model.visual.blocks, "qwen2_5_vl": lambda m: m
 
 @pytest.mark.parametrize("family", FAMILY)
 def test_compile_covers_each_llm_layer_and_vision_block_once(family):
-    """eval.compile on a GPU: every family gets its LLM MLPs/norms and its vision blocks compiled, each once."""
+    """The generic compile (benchmarks/families_gpu.py --compile): every family's LLM MLPs/norms and vision blocks
+    compiled, each once, the model it was not called on untouched."""
     from cuelab.model.speed import compile_family_pieces
 
     t = tiny(family)

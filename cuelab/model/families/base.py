@@ -182,13 +182,10 @@ class ModelFamily(ABC):
     # -- training, speed, attention -------------------------------------------------------------------------------
     def speedups(self, model, training: bool = False, compile: bool = False,
                  attn_implementation: str = "sdpa") -> None:
-        """Maths-preserving speed-ups of this family's forward; by default, with `compile` (scoring on a GPU,
-        eval.compile), the pieces whose small kernels fuse (cuelab.model.speed.compile_family_pieces). Families
-        that add their own call this too."""
-        if compile and not training:
-            from cuelab.model.speed import compile_family_pieces
-
-            compile_family_pieces(model, self)
+        """Maths-preserving speed-ups of this family's forward (none by default). `compile` (eval.compile on a GPU)
+        is taken only by families whose compiled scoring was measured (Qwen3-VL); the generic
+        cuelab.model.speed.compile_family_pieces is there to measure the others (benchmarks/families_gpu.py
+        --compile) before it is turned on for them."""
 
     def grid_positions(self, input_ids, model):
         """Sequence positions (numpy) of the video tokens the video grid covers, in grid order: every video token

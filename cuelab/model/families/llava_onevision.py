@@ -121,7 +121,6 @@ class LlavaOnevision(ModelFamily):
 
         inner = unwrap(model).model
         contiguous_patch_embeddings(inner.vision_tower)
-        super().speedups(model, training, compile, attn_implementation)
         if getattr(inner, "_cuelab_pooling", False):
             return
         inner.apply_pooling = types.MethodType(_pool_channels_last, inner)

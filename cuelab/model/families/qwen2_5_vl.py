@@ -137,7 +137,6 @@ class Qwen2_5_VL(ModelFamily):
             linear_patch_embed(model, (Qwen2_5_VisionPatchEmbed,))
         if attn_implementation == "sdpa" or not training:
             batch_vision_attention(model, (Qwen2_5_VLVisionAttention,))
-        super().speedups(model, training, compile, attn_implementation)
 
     def video_grid(self, inputs: dict, processor):
         from cuelab.model.video_tokens import VideoGrid

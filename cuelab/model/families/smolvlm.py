@@ -113,7 +113,6 @@ class SmolVLM(ModelFamily):
                  attn_implementation: str = "sdpa") -> None:
         """The vision tower's residual stream row-major (contiguous_patch_embeddings: same values)."""
         contiguous_patch_embeddings(self.vision_tower(model))
-        super().speedups(model, training, compile, attn_implementation)
 
     def video_grid(self, inputs: dict, processor):
         """Frames x n x n cells of `cell` px from the top-left. 2.2B: 9 x 9 cells of 42 px cover 378 of the 384 px
