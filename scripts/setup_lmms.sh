@@ -34,7 +34,7 @@ MAIN_SITE=$(cd "$MAIN_SITE" && pwd)
 echo "import site; site.addsitedir('$MAIN_SITE')" > "$SITE/_cuelab_main_venv.pth"
 
 "$PY" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-"$PY" -m pip install -q "$SPEC" "$PINS" 2>&1 | grep -v -E "outside environment|No files were found to uninstall|^\s*$"
+"$PY" -m pip install -q "$SPEC" "$PINS" 2>&1 | grep -v -E "outside environment|No files were found to uninstall|is ignored: it is neither a file nor|^\s*$"
 if [ "${PIPESTATUS[0]}" -ne 0 ]; then
   echo "setup_lmms: $SPEC ($PINS) could not be installed here; skipping (lmms-eval tests will skip)"
   rm -rf "$VENV"; exit 0
