@@ -4,17 +4,15 @@ cued videos, in the form another harness reads: an lmms-eval 0.7 task folder (lm
 dataset class (vlmevalkit.py). docs/export.md says how to run each.
 
 The folder is written beside DIR under a temp name and moved into place whole, so a killed export leaves no half
-folder; an existing DIR is replaced only when an earlier export wrote it (its cuelab_export.json)."""
+folder; an existing DIR is replaced only when an earlier export wrote it (its cuelab_export.json).
+
+Imports stay inside the functions: lmms-eval imports this package (cuelab.export.lmms_entry) whenever it builds
+its model registry, whatever model it runs."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-
-from cuelab.errors import DataError
-from cuelab.export.source import MARKER, RunBenchmark
-from cuelab.fsutil import atomic_dir, atomic_write_json
-from cuelab.outputs import check_output_dir
 
 
 def _writer(fmt: str):
@@ -29,6 +27,11 @@ FORMATS = ("lmms-eval", "hf", "vlmevalkit")
 def export(run_dir: str | Path, fmt: str, out: str | Path, conditions: list[str] | None = None,
            name: str | None = None) -> dict:
     """Export `run_dir`'s benchmark as `fmt` into `out`; returns the summary also written to out/cuelab_export.json."""
+    from cuelab.errors import DataError
+    from cuelab.export.source import MARKER, RunBenchmark
+    from cuelab.fsutil import atomic_dir, atomic_write_json
+    from cuelab.outputs import check_output_dir
+
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})", field="--format")
     out = check_output_dir(out)
