@@ -23,6 +23,7 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("folder,forbidden", [
     ("report", ("cuelab.pipeline", "cuelab.cli")),
+    ("export", ("cuelab.pipeline", "cuelab.cli")),
     ("video", ("cuelab.data",)),
     ("model", ("cuelab.data.synthetic", "cuelab.attention", "cuelab.evaluate", "cuelab.pipeline")),
     ("data", ("cuelab.model", "cuelab.evaluate", "cuelab.pipeline")),
