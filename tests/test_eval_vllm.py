@@ -335,6 +335,7 @@ def test_vllm_server_sampled_rule(eval_data, vllm_server, tmp_path):  # noqa: F8
     assert any(r["choice_index"] == -1 and not r["correct"] for r in recs)
 
 
+@pytest.mark.extended  # its own engine start (72 s here): the sampled rule runs in the default suite on the server
 def test_offline_vllm_sampled_rule(eval_data, vllm_env, tmp_path):  # noqa: F811
     """The study's sampling in the offline engine: constrained answers are choices, seeded per question."""
     from cuelab.evaluate.run import evaluate
