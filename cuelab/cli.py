@@ -366,7 +366,8 @@ def eval_(model: str = typer.Option(..., help="hub id or folder of the (base) mo
           blind: Optional[bool] = typer.Option(None, "--blind/--no-blind", help="also the question without video"),
           hint: Optional[bool] = typer.Option(None, "--hint/--no-hint", help="also the prompt that says in words "
                                                                              "what the cue marks (+hint)"),
-          rule: Optional[str] = typer.Option(None, help="sum | mean | greedy | sampled: which score picks the answer (sampled: the first study's decoding, eval.sampling)"),
+          rule: Optional[str] = typer.Option(None, help="sum | mean | greedy | sampled: which score picks the "
+                                             "answer (sampled: the first study's decoding, eval.sampling)"),
           vllm_server: Optional[str] = typer.Option(None, help="URL of a running vLLM server (OpenAI API)"),
           config: Optional[Path] = typer.Option(None, help="experiment YAML (frames, prompt, eval)"),
           set_: list[str] = typer.Option([], "--set", help="override a config field"),
