@@ -92,6 +92,7 @@ def _check(a, b, logprob_tol=1e-3):
     return res
 
 
+@pytest.mark.extended  # an engine start (98 s here): the default suite's vLLM checks run on the server below
 def test_offline_vllm_base_and_lora_in_one_engine_match_hf(eval_data, vllm_env, adapter, tmp_path):  # noqa: F811
     from cuelab.config import ExperimentConfig
     from cuelab.evaluate.run import evaluate
