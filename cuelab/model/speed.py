@@ -115,16 +115,22 @@ def compile_blocks(model, vision: bool = True) -> int:
     specialisations, past dynamo's recompile limit (the rest silently eager); these pieces are the same code
     and constants in every layer, so one compiled graph serves all of them. Returns the modules compiled."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    lm = base.model.language_model
-    mods = [lm.rotary_emb, lm.norm]
-    for layer in lm.layers:
-        mods += [layer.mlp, layer.input_layernorm, layer.post_attention_layernorm]
-        mods += [getattr(layer.self_attn, n) for n in ("q_norm", "k_norm") if hasattr(layer.self_attn, n)]
+    mods = _llm_pieces(base.model.language_model)
     if vision:
         mods += list(base.model.visual.blocks)
     for m in mods:
         m.compile(dynamic=True)
     return len(mods)
+
+
+def _llm_pieces(lm) -> list:
+    """The language model's pieces whose small kernels fuse: its rotary embedding and final norm, each layer's MLP
+    and norms (q/k norms where the family has them); the same code in every layer, so one graph serves all."""
+    mods = [m for m in (getattr(lm, "rotary_emb", None), getattr(lm, "norm", None)) if m is not None]
+    for layer in lm.layers:
+        mods += [getattr(layer, n) for n in ("mlp", "input_layernorm", "post_attention_layernorm") if hasattr(layer, n)]
+        mods += [getattr(layer.self_attn, n) for n in ("q_norm", "k_norm") if hasattr(layer.self_attn, n)]
+    return mods
 
 
 def _block_list(tower) -> torch.nn.ModuleList | None:
@@ -141,11 +147,7 @@ def compile_family_pieces(model, family) -> int:
     so one graph serves all of them). The pieces whose many small kernels fuse: the vision towers' residual
     stream, norms and GELUs are memory-bound elementwise work at 40-70k patches a call. Returns the modules
     compiled (each once)."""
-    lm = family.language_model(model)
-    mods = [m for m in (getattr(lm, "rotary_emb", None), getattr(lm, "norm", None)) if m is not None]
-    for layer in lm.layers:
-        mods += [getattr(layer, n) for n in ("mlp", "input_layernorm", "post_attention_layernorm") if hasattr(layer, n)]
-        mods += [getattr(layer.self_attn, n) for n in ("q_norm", "k_norm") if hasattr(layer.self_attn, n)]
+    mods = _llm_pieces(family.language_model(model))
     blocks = _block_list(family.vision_tower(model))
     mods += list(blocks) if blocks is not None else []
     done = 0
