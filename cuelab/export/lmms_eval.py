@@ -28,6 +28,17 @@ from cuelab.fsutil import write_jsonl
 
 UTILS = Path(__file__).with_name("lmms_task_utils.py")
 
+# How both kinds of task are scored and grouped (one copy, so log-likelihood and generation tasks agree).
+SCORING = """\
+cluster_key: video_id
+metric_list:
+  - metric: acc
+    aggregation: !function utils.aggregate_accuracy
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
 TEMPLATE = """\
 # Shared by every log-likelihood task of this folder (written by `cuelab export --format lmms-eval`).
 dataset_path: json
@@ -41,14 +52,7 @@ doc_to_target: !function utils.doc_to_target
 target_delimiter: ""
 process_results: !function utils.process_results
 # questions of one video are correlated: lmms-eval's clustered standard error groups them
-cluster_key: video_id
-metric_list:
-  - metric: acc
-    aggregation: !function utils.aggregate_accuracy
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
+""" + SCORING
 
 GEN_TEMPLATE = """\
 # Shared by every generation task of this folder (written by `cuelab export --format lmms-eval`).
@@ -64,14 +68,7 @@ generation_kwargs:
   do_sample: false
   until: ["\\n"]
 process_results: !function utils.process_generation
-cluster_key: video_id
-metric_list:
-  - metric: acc
-    aggregation: !function utils.aggregate_accuracy
-    higher_is_better: true
-metadata:
-  version: 1.0
-"""
+""" + SCORING
 
 
 def task_names(bench: RunBenchmark) -> dict[str, dict[str, str]]:
